@@ -1,0 +1,127 @@
+"""The explicit context every action receives: home, registry, index, reporter, prompting policy."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Sequence
+
+from .home import Home
+
+if TYPE_CHECKING:  # imported lazily at run time to keep start-up light
+    from .index import Index
+    from .repo import Registry
+
+log = logging.getLogger(__name__)
+
+
+class Progress:
+    """A progress handle; the base one ignores updates."""
+
+    def update(self, amount: int) -> None:  # noqa: D401 - trivial
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Reporter:
+    """Receives events from the library. This base records them and prints nothing.
+
+    The CLI installs a subclass that writes to the terminal; access() keeps this one,
+    so its messages come back in the result under ``messages`` and ``warnings``.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.warnings: list[str] = []
+
+    def info(self, message: str) -> None:
+        """A line of human information (what was chosen, what was done)."""
+        self.messages.append(message)
+
+    def warning(self, message: str) -> None:
+        """Something went wrong but the action goes on."""
+        self.warnings.append(message)
+        log.warning(message)
+
+    def output(self, line: str, *, stream: str = "stdout") -> None:
+        """One line of a running program's output, streamed."""
+
+    def progress(self, description: str, total: int | None = None, *, unit: str = "B") -> Progress:
+        """A progress bar for a long step; ``total`` may be unknown (None)."""
+        return Progress()
+
+    def choose(self, question: str, options: Sequence[str], default: int | None = None) -> int | None:
+        """Ask the user to pick one option. Non-interactive reporters return None."""
+        return None
+
+
+class Context:
+    """Everything an action needs, passed explicitly (no process-wide singletons)."""
+
+    def __init__(
+        self,
+        home: Home | None = None,
+        *,
+        reporter: Reporter | None = None,
+        quiet: bool = False,
+        interactive: bool | None = None,
+    ) -> None:
+        self.home = home or Home.from_env()
+        self.reporter = reporter or Reporter()
+        self.quiet = quiet
+        if interactive is None:
+            interactive = _stdin_is_tty()
+        self.interactive = bool(interactive) and not quiet
+        self._registry: Registry | None = None
+        self._index: Index | None = None
+
+    @property
+    def registry(self) -> "Registry":
+        """The repos known to this home (built-in, local, registered ones)."""
+        if self._registry is None:
+            from .repo import Registry
+
+            self.home.ensure()
+            self._registry = Registry.load(self.home)
+        return self._registry
+
+    @property
+    def index(self) -> "Index":
+        """The SQLite index over every registered repo, refreshed on first use."""
+        if self._index is None:
+            from .index import Index
+
+            self._index = Index(self.home, self.registry, warn=self.warn)
+        return self._index
+
+    def forget_registry(self) -> None:
+        """Drop the cached registry and index after repos were added or removed."""
+        if self._index is not None:
+            self._index.close()
+        self._registry = None
+        self._index = None
+
+    def warn(self, message: str) -> None:
+        self.reporter.warning(message)
+
+    def info(self, message: str) -> None:
+        self.reporter.info(message)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+
+def _stdin_is_tty() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, AttributeError):
+        return False
