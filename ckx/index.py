@@ -248,16 +248,11 @@ class Index:
 
     def _plan_repo(self, repo: Repo, modules: set[str] | None, plan: "_Plan", *, fresh: bool) -> None:
         indexed_dirs: dict[str, tuple[str, int]] = {}
-        indexed_entries: dict[tuple[str, str], tuple[int, int, int, str]] = {}
         if not fresh:
             for module, path, mtime in self.db.execute(
                 "SELECT module, path, mtime_ns FROM moddirs WHERE repo=?", (repo.name,)
             ):
                 indexed_dirs[module] = (path, mtime)
-            for row_id, module, dirname, mtime, size, meta_path in self.db.execute(
-                "SELECT id, module, dirname, mtime_ns, size, meta_path FROM entries WHERE repo=?", (repo.name,)
-            ):
-                indexed_entries[(module, dirname)] = (row_id, mtime, size, meta_path)
         live_dirs = repo.module_dirs()
         live_modules = {module for module, _ in live_dirs}
         for module in indexed_dirs:
@@ -270,13 +265,17 @@ class Index:
                 dir_mtime = os.stat(module_dir).st_mtime_ns
             except FileNotFoundError:
                 continue
+            rows = () if fresh else self.db.execute(
+                "SELECT id, dirname, mtime_ns, size, meta_path FROM entries WHERE repo=? AND module=?",
+                (repo.name, module),
+            )
             previous = indexed_dirs.get(module)
-            listing_changed = previous is None or previous != (str(module_dir), dir_mtime)
-            if listing_changed:
+            if previous is None or previous != (str(module_dir), dir_mtime):
                 plan.moddirs.append((repo.name, module, str(module_dir), dir_mtime))
-                self._plan_listing(repo, module, module_dir, indexed_entries, plan)
+                indexed = {row[1]: (row[0], row[2], row[3], row[4]) for row in rows}
+                self._plan_listing(repo, module, module_dir, indexed, plan)
             else:
-                self._plan_stats(repo, module, module_dir, indexed_entries, plan)
+                self._plan_stats(repo, module, module_dir, rows, plan)
 
     def _plan_listing(self, repo: Repo, module: str, module_dir: Path, indexed: dict, plan: "_Plan") -> None:
         """The module directory changed: compare its listing, then stat every meta file."""
@@ -291,7 +290,7 @@ class Index:
             if meta_path is None:
                 continue
             seen.add(dirname)
-            known = indexed.get((module, dirname))
+            known = indexed.get(dirname)
             try:
                 st = os.stat(meta_path)
             except FileNotFoundError:
@@ -300,16 +299,14 @@ class Index:
                 plan.upserts.append((repo, module, dirname, entry_dir, meta_path, st.st_mtime_ns, st.st_size))
             elif (known[1], known[2], known[3]) != (st.st_mtime_ns, st.st_size, str(meta_path)):
                 plan.upserts.append((repo, module, dirname, entry_dir, meta_path, st.st_mtime_ns, st.st_size))
-        for (indexed_module, dirname), known in indexed.items():
-            if indexed_module == module and dirname not in seen:
+        for dirname, known in indexed.items():
+            if dirname not in seen:
                 plan.deletes.append(known[0])
 
-    def _plan_stats(self, repo: Repo, module: str, module_dir: Path, indexed: dict, plan: "_Plan") -> None:
-        """The listing is unchanged: only meta files edited in place need re-reading."""
+    def _plan_stats(self, repo: Repo, module: str, module_dir: Path, rows: Iterable[tuple], plan: "_Plan") -> None:
+        """The listing is unchanged: only meta files edited in place need re-reading (one stat each)."""
         stat = os.stat
-        for (indexed_module, dirname), (row_id, mtime, size, meta_path) in indexed.items():
-            if indexed_module != module:
-                continue
+        for row_id, dirname, mtime, size, meta_path in rows:
             try:
                 st = stat(meta_path)
             except (FileNotFoundError, NotADirectoryError):
@@ -458,9 +455,14 @@ class Index:
             else:
                 sql.append("AND (alias=? OR uid=? OR id IN (SELECT entry FROM names WHERE name=?))")
                 params.extend([query.name, query.name, query.name])
-        for tag in query.tags:
-            sql.append("AND id IN (SELECT entry FROM tags WHERE tag=?)")
-            params.append(tag)
+        if query.tags:
+            # Intersect the tag sets first (each an index range), then join: cheap at 50,000 entries.
+            scope = " AND module=?" if query.module is not None else ""
+            parts = []
+            for tag in query.tags:
+                parts.append(f"SELECT entry FROM tags WHERE tag=?{scope}")
+                params.extend([tag, query.module] if scope else [tag])
+            sql.append("AND id IN (" + " INTERSECT ".join(parts) + ")")
         for tag in query.exclude_tags:
             sql.append("AND id NOT IN (SELECT entry FROM tags WHERE tag=?)")
             params.append(tag)
