@@ -12,6 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from httpserver import http_server  # noqa: E402,F401  (the loopback download server fixture)
+
 
 @pytest.fixture(autouse=True)
 def ckx_home(tmp_path_factory, monkeypatch) -> Path:
