@@ -1,0 +1,54 @@
+"""Install hook: locate the 500 unpacked ImageNet 2012 validation images and check that all are there."""
+from __future__ import annotations
+
+import pathlib as _pathlib
+import re as _re
+import typing as _typing
+
+from ckx.errors import IntegrityError as _IntegrityError
+from ckx.errors import NotFound as _NotFound
+
+_MARKER = "ILSVRC2012_val_00000001.JPEG"
+_NAME = _re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
+_MAX_DEPTH = 3
+
+
+def install(
+    *,
+    install_dir: _pathlib.Path,
+    package_dir: _pathlib.Path,
+    meta: dict,
+    variation: str | None,
+    env: dict[str, str],
+    python: str,
+    downloaded: _pathlib.Path | None,
+    info: _typing.Callable[[str], None],
+) -> dict[str, str] | None:
+    """Find the image directory in the unpacked archive; require images 1..N, N from the meta's count."""
+    count = int(meta.get("env", {}).get("CK_ENV_DATASET_IMAGENET_COUNT", 500))
+    image_dir = _find_marker_dir(install_dir)
+    numbers = sorted(int(m.group(1)) for p in image_dir.iterdir() if (m := _NAME.match(p.name)) and p.is_file())
+    if numbers != list(range(1, count + 1)):
+        missing = sorted(set(range(1, count + 1)) - set(numbers))
+        extra = sorted(set(numbers) - set(range(1, count + 1)))
+        raise _IntegrityError(
+            f"{image_dir} holds {len(numbers)} validation images, expected exactly 1..{count}"
+            + (f"; missing e.g. {missing[:5]}" if missing else "")
+            + (f"; unexpected e.g. {extra[:5]}" if extra else ""),
+            hint="the archive is not the 500-image subset; nothing was installed",
+        )
+    relative = image_dir.relative_to(install_dir).as_posix()
+    info(f"found {count} validation images in {relative}")
+    location = "{install_dir}" if relative == "." else "{install_dir}/" + relative
+    return {"CK_ENV_DATASET_IMAGENET_VAL": location, "CK_ENV_DATASET_IMAGENET_COUNT": str(count)}
+
+
+def _find_marker_dir(root: _pathlib.Path) -> _pathlib.Path:
+    """The shallowest directory (depth <= 3) under ``root`` that holds the first validation image."""
+    level = [root]
+    for _ in range(_MAX_DEPTH + 1):
+        for directory in level:
+            if (directory / _MARKER).is_file():
+                return directory
+        level = sorted(p for d in level for p in d.iterdir() if p.is_dir() and not p.is_symlink())
+    raise _NotFound(f"no {_MARKER} within {_MAX_DEPTH} levels of the unpacked archive in {root}")

@@ -1,0 +1,92 @@
+"""Install hook: gather the labelled sample photos from installed pip packages (in a subprocess)."""
+from __future__ import annotations
+
+import json as _json
+import pathlib as _pathlib
+import subprocess as _subprocess
+import typing as _typing
+
+from ckx.errors import CkxError as _CkxError
+from ckx.errors import IntegrityError as _IntegrityError
+from ckx.errors import MetaError as _MetaError
+from ckx.errors import NotFound as _NotFound
+
+_TIMEOUT_S = 300
+_EXIT_MISSING_INPUT = 4
+_EXIT_BAD_IMAGE = 5
+_SPEC_KEYS = ("name", "package", "module", "path", "labels")
+
+
+def install(
+    *,
+    install_dir: _pathlib.Path,
+    package_dir: _pathlib.Path,
+    meta: dict,
+    variation: str | None,
+    env: dict[str, str],
+    python: str,
+    downloaded: _pathlib.Path | None,
+    info: _typing.Callable[[str], None],
+) -> dict[str, str] | None:
+    """Write ``images/`` and ``val_map.txt`` into ``install_dir``; raise a CkxError if a photo is missing."""
+    images = _image_spec(meta)
+    spec = [{key: item[key] for key in _SPEC_KEYS} for item in images]
+    argv = [python, str(package_dir / "prepare.py"), "--out", str(install_dir), "--spec", _json.dumps(spec)]
+    info(f"copying {len(images)} labelled photos from scikit-image and matplotlib")
+    _run_script(argv, env=env, timeout=_TIMEOUT_S, what="sample dataset preparation")
+    _verify(install_dir, images)
+    return {"CK_ENV_DATASET_IMAGENET_COUNT": str(len(images))}
+
+
+def _image_spec(meta: dict) -> list[dict]:
+    """The meta's ``images`` list, checked: unique names, every key present, labels in 0..999."""
+    images = meta.get("images")
+    if not isinstance(images, list) or not images:
+        raise _MetaError(f"{meta.get('alias', 'package')}: meta.json needs a non-empty 'images' list")
+    names = set()
+    for index, item in enumerate(images):
+        missing = [key for key in _SPEC_KEYS if key not in item]
+        if missing:
+            raise _MetaError(f"meta.json images[{index}] lacks {', '.join(missing)}")
+        labels = item["labels"]
+        if not labels or not all(isinstance(x, int) and 0 <= x < 1000 for x in labels):
+            raise _MetaError(f"meta.json images[{index}] ({item['name']}): labels must be ImageNet-1k ids 0..999")
+        if item["name"] in names:
+            raise _MetaError(f"meta.json images: duplicate name {item['name']}")
+        names.add(item["name"])
+    return images
+
+
+def _verify(install_dir: _pathlib.Path, images: list[dict]) -> None:
+    """Check the written val_map names every image, in order, with the declared label set."""
+    val_map = install_dir / "val_map.txt"
+    try:
+        lines = val_map.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise _CkxError(f"sample dataset preparation wrote no val_map: {exc}") from exc
+    expected = [f"{item['name']} {','.join(str(x) for x in sorted(item['labels']))}" for item in images]
+    if lines != expected:
+        raise _IntegrityError(f"{val_map} does not match the images declared in meta.json")
+    absent = [item["name"] for item in images if not (install_dir / "images" / item["name"]).is_file()]
+    if absent:
+        raise _IntegrityError(f"sample dataset preparation did not write {', '.join(absent)}")
+
+
+def _run_script(argv: list[str], *, env: dict[str, str], timeout: int, what: str) -> None:
+    """Run a helper script; map its exit status to a typed error carrying its last error line."""
+    try:
+        proc = _subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except _subprocess.TimeoutExpired as exc:
+        raise _CkxError(f"{what} did not finish within {timeout} s") from exc
+    except OSError as exc:
+        raise _CkxError(f"cannot run {argv[0]} for {what}: {exc}") from exc
+    if proc.returncode == 0:
+        return
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line[len("error: "):] for line in lines if line.startswith("error: ")]
+    message = errors[-1] if errors else "\n".join(lines[-15:]) or "no output"
+    if proc.returncode == _EXIT_MISSING_INPUT:
+        raise _NotFound(f"{what}: {message}", hint="pip install scikit-image matplotlib (they ship the photos)")
+    if proc.returncode == _EXIT_BAD_IMAGE:
+        raise _IntegrityError(f"{what}: {message}")
+    raise _CkxError(f"{what} failed (exit status {proc.returncode}): {message}")
