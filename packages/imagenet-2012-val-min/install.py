@@ -1,4 +1,5 @@
 """Install hook: locate the 500 unpacked ImageNet 2012 validation images and check that all are there."""
+
 from __future__ import annotations
 
 import pathlib as _pathlib

@@ -1,19 +1,17 @@
 """Install hook: gather the labelled sample photos from installed pip packages (in a subprocess)."""
+
 from __future__ import annotations
 
 import json as _json
 import pathlib as _pathlib
-import subprocess as _subprocess
 import typing as _typing
 
+from ckx import hooks as _hooks
 from ckx.errors import CkxError as _CkxError
 from ckx.errors import IntegrityError as _IntegrityError
 from ckx.errors import MetaError as _MetaError
-from ckx.errors import NotFound as _NotFound
 
 _TIMEOUT_S = 300
-_EXIT_MISSING_INPUT = 4
-_EXIT_BAD_IMAGE = 5
 _SPEC_KEYS = ("name", "package", "module", "path", "labels")
 
 
@@ -33,7 +31,14 @@ def install(
     spec = [{key: item[key] for key in _SPEC_KEYS} for item in images]
     argv = [python, str(package_dir / "prepare.py"), "--out", str(install_dir), "--spec", _json.dumps(spec)]
     info(f"copying {len(images)} labelled photos from scikit-image and matplotlib")
-    _run_script(argv, env=env, timeout=_TIMEOUT_S, what="sample dataset preparation")
+    _hooks.run_script(
+        argv,
+        env=env,
+        timeout=_TIMEOUT_S,
+        what="sample dataset preparation",
+        integrity_codes=(5,),
+        hints={4: "pip install scikit-image matplotlib (they ship the photos)"},
+    )
     _verify(install_dir, images)
     return {"CK_ENV_DATASET_IMAGENET_COUNT": str(len(images))}
 
@@ -70,23 +75,3 @@ def _verify(install_dir: _pathlib.Path, images: list[dict]) -> None:
     absent = [item["name"] for item in images if not (install_dir / "images" / item["name"]).is_file()]
     if absent:
         raise _IntegrityError(f"sample dataset preparation did not write {', '.join(absent)}")
-
-
-def _run_script(argv: list[str], *, env: dict[str, str], timeout: int, what: str) -> None:
-    """Run a helper script; map its exit status to a typed error carrying its last error line."""
-    try:
-        proc = _subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    except _subprocess.TimeoutExpired as exc:
-        raise _CkxError(f"{what} did not finish within {timeout} s") from exc
-    except OSError as exc:
-        raise _CkxError(f"cannot run {argv[0]} for {what}: {exc}") from exc
-    if proc.returncode == 0:
-        return
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line[len("error: "):] for line in lines if line.startswith("error: ")]
-    message = errors[-1] if errors else "\n".join(lines[-15:]) or "no output"
-    if proc.returncode == _EXIT_MISSING_INPUT:
-        raise _NotFound(f"{what}: {message}", hint="pip install scikit-image matplotlib (they ship the photos)")
-    if proc.returncode == _EXIT_BAD_IMAGE:
-        raise _IntegrityError(f"{what}: {message}")
-    raise _CkxError(f"{what} failed (exit status {proc.returncode}): {message}")

@@ -1,19 +1,18 @@
 """Install hook: export EfficientNet-Lite0 to ONNX in a subprocess and check it against torch."""
+
 from __future__ import annotations
 
 import json as _json
 import math as _math
 import pathlib as _pathlib
-import subprocess as _subprocess
 import typing as _typing
 
+from ckx import hooks as _hooks
 from ckx.errors import CkxError as _CkxError
 from ckx.errors import IntegrityError as _IntegrityError
 from ckx.errors import NotFound as _NotFound
 
 _EXPORT_TIMEOUT_S = 900
-_EXIT_CHECK_FAILED = 3
-_EXIT_MISSING_INPUT = 4
 _REPORT = "export_report.json"
 
 
@@ -35,15 +34,27 @@ def install(
     photo = _check_photo(env, str(check.get("photo", "chelsea.png")))
     model_file = install_dir / str(meta.get("model_file", "model.onnx"))
     argv = [
-        python, str(package_dir / "export.py"),
-        "--out", str(model_file),
-        "--photo", str(photo),
-        "--report", str(install_dir / _REPORT),
-        "--opset", str(opset),
-        "--tolerance", repr(tolerance),
+        python,
+        str(package_dir / "export.py"),
+        "--out",
+        str(model_file),
+        "--photo",
+        str(photo),
+        "--report",
+        str(install_dir / _REPORT),
+        "--opset",
+        str(opset),
+        "--tolerance",
+        repr(tolerance),
     ]
     info(f"exporting EfficientNet-Lite0 to ONNX (opset {opset}) and checking it against torch on {photo.name}")
-    _run_script(argv, env=env, timeout=_EXPORT_TIMEOUT_S, what="EfficientNet-Lite0 export")
+    _hooks.run_script(
+        argv,
+        env=env,
+        timeout=_EXPORT_TIMEOUT_S,
+        what="EfficientNet-Lite0 export",
+        hints={3: "the export is not faithful; nothing was installed"},
+    )
     report = _check_report(install_dir / _REPORT, tolerance=tolerance)
     if not model_file.is_file():
         raise _CkxError(f"the export finished but {model_file.name} is missing from {install_dir}")
@@ -88,23 +99,3 @@ def _check_report(path: _pathlib.Path, *, tolerance: float) -> dict:
     if top1[0] != top1[1]:
         raise _IntegrityError(f"EfficientNet-Lite0 ONNX top-1 {top1[0]} differs from torch top-1 {top1[1]}")
     return report
-
-
-def _run_script(argv: list[str], *, env: dict[str, str], timeout: int, what: str) -> None:
-    """Run a helper script; map its exit status to a typed error carrying its last error line."""
-    try:
-        proc = _subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    except _subprocess.TimeoutExpired as exc:
-        raise _CkxError(f"{what} did not finish within {timeout} s") from exc
-    except OSError as exc:
-        raise _CkxError(f"cannot run {argv[0]} for {what}: {exc}") from exc
-    if proc.returncode == 0:
-        return
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line[len("error: "):] for line in lines if line.startswith("error: ")]
-    message = errors[-1] if errors else "\n".join(lines[-15:]) or "no output"
-    if proc.returncode == _EXIT_CHECK_FAILED:
-        raise _IntegrityError(f"{what}: {message}", hint="the export is not faithful; nothing was installed")
-    if proc.returncode == _EXIT_MISSING_INPUT:
-        raise _NotFound(f"{what}: {message}")
-    raise _CkxError(f"{what} failed (exit status {proc.returncode}): {message}")

@@ -1,19 +1,18 @@
 """Install hook: export ResNet50 v1.5 with seeded random weights (accuracy meaningless) in a subprocess."""
+
 from __future__ import annotations
 
 import json as _json
 import pathlib as _pathlib
-import subprocess as _subprocess
 import typing as _typing
 
+from ckx import hooks as _hooks
 from ckx.errors import CkxError as _CkxError
 from ckx.errors import IntegrityError as _IntegrityError
 from ckx.errors import MetaError as _MetaError
 from ckx.errors import NotFound as _NotFound
 
 _TIMEOUT_S = 900
-_EXIT_CHECK_FAILED = 3
-_EXIT_MISSING_INPUT = 4
 _REPORT = "export_report.json"
 # Where the program base entry (holding harness/resnet50.py) lives, unless this variable says otherwise.
 _BASE_ENV = "CKX_IMAGE_CLASSIFICATION_BASE"
@@ -42,19 +41,29 @@ def install(
     base = _harness_base(package_dir, env)
     menv = meta.get("env", {})
     argv = [
-        python, str(package_dir / "export.py"),
-        "--base", str(base),
-        "--seed", str(seed),
-        "--out", str(install_dir / model_file),
-        "--report", str(install_dir / _REPORT),
-        "--opset", str(synthetic.get("opset", 17)),
-        "--num-classes", str(menv.get("ML_MODEL_NUM_CLASSES", 1000)),
-        "--input-name", str(menv.get("ML_MODEL_INPUT_LAYERS", "input_tensor:0")),
-        "--output-name", str(menv.get("ML_MODEL_OUTPUT_LAYERS", "softmax_tensor:0")),
+        python,
+        str(package_dir / "export.py"),
+        "--base",
+        str(base),
+        "--seed",
+        str(seed),
+        "--out",
+        str(install_dir / model_file),
+        "--report",
+        str(install_dir / _REPORT),
+        "--opset",
+        str(synthetic.get("opset", 17)),
+        "--num-classes",
+        str(menv.get("ML_MODEL_NUM_CLASSES", 1000)),
+        "--input-name",
+        str(menv.get("ML_MODEL_INPUT_LAYERS", "input_tensor:0")),
+        "--output-name",
+        str(menv.get("ML_MODEL_OUTPUT_LAYERS", "softmax_tensor:0")),
     ]
-    info(f"exporting ResNet50 v1.5 with RANDOM weights (seed {seed}): "
-         "accuracy is meaningless, for performance work only")
-    _run_script(argv, env=env, timeout=_TIMEOUT_S, what="synthetic ResNet50 ONNX export")
+    info(
+        f"exporting ResNet50 v1.5 with RANDOM weights (seed {seed}): accuracy is meaningless, for performance work only"
+    )
+    _hooks.run_script(argv, env=env, timeout=_TIMEOUT_S, what="synthetic ResNet50 ONNX export")
     report = _read_report(install_dir / _REPORT, seed)
     return {"ML_MODEL_WEIGHTS_SHA256": report["weights_sha256"]}
 
@@ -81,23 +90,3 @@ def _read_report(path: _pathlib.Path, seed: int) -> dict:
     if not ok:
         raise _IntegrityError(f"export report {path} does not describe seed {seed}")
     return report
-
-
-def _run_script(argv: list[str], *, env: dict[str, str], timeout: int, what: str) -> None:
-    """Run a helper script; map its exit status to a typed error carrying its last error line."""
-    try:
-        proc = _subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    except _subprocess.TimeoutExpired as exc:
-        raise _CkxError(f"{what} did not finish within {timeout} s") from exc
-    except OSError as exc:
-        raise _CkxError(f"cannot run {argv[0]} for {what}: {exc}") from exc
-    if proc.returncode == 0:
-        return
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line[len("error: "):] for line in lines if line.startswith("error: ")]
-    message = errors[-1] if errors else "\n".join(lines[-15:]) or "no output"
-    if proc.returncode == _EXIT_CHECK_FAILED:
-        raise _IntegrityError(f"{what}: {message}")
-    if proc.returncode == _EXIT_MISSING_INPUT:
-        raise _NotFound(f"{what}: {message}")
-    raise _CkxError(f"{what} failed (exit status {proc.returncode}): {message}")
