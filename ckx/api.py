@@ -70,7 +70,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("list", "venv", "ckx.venv:action_list", "list venvs", "ckx list venv", read_only=True),
     # programs and experiments
     Action("run", "program", "ckx.program:action_run", "run a program's command key",
-           "ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=tags] [--deps.DEP=ENV_UID] [--offline]", long=True),
+           "ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=tags] [--deps.DEP=ENV_UID] [--offline]"
+           " [--print_files=a,b] [--timeout=S] [-- EXTRA ARGS]", long=True),
     Action("benchmark", "program", "ckx.experiment:action_benchmark", "run a program N times and record the results",
            "ckx benchmark program:NAME --cmd_key=KEY [--repetitions=N] [--record] [--record_uoa=NAME] [--record_repo=REPO]"
            " [--tags=...] [--print_files=a,b] [--skip_print_timers] [--skip_print_stats] [--env.VAR=V] [--timeout=S]",

@@ -27,8 +27,10 @@ def run_script(
     in ``integrity_codes`` raises IntegrityError, one in ``missing_codes`` NotFound, any other CkxError;
     ``hints`` maps an exit status to the hint to attach.
     """
+    # Helper scripts import code from entries (the harness's model definition): never leave bytecode there.
+    environment = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
-        proc = subprocess.run(list(argv), env=dict(env), capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(list(argv), env=environment, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise CkxError(f"{what} did not finish within {timeout:g} s") from exc
     except OSError as exc:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from .cid import Cid
 from .context import Context
 from .entry import deep_merge, normalise_tags, validate_meta
-from .errors import (Ambiguous, ChecksumMismatch, CkxError, IntegrityError, MetaError, NotFound, ResolutionError,
+from .errors import (Ambiguous, DownloadError, ChecksumMismatch, CkxError, IntegrityError, MetaError, NotFound, ResolutionError,
                      UsageError)
 from .generic import find_entries, merged_meta
 from .index import EntryRecord, Query, split_tags
@@ -550,6 +550,11 @@ class _Installation:
                       url_map=load_url_map(ctx.home), extra_hint=ways)
             except ChecksumMismatch as exc:
                 exc.hint = "; ".join(filter(None, [exc.hint, download_hint(ways)]))
+                raise
+            except DownloadError as exc:
+                # Callers (ckx run) name the package and variation in their own ways forward.
+                exc.package = self.candidate.record.alias
+                exc.variation = self.candidate.variation
                 raise
         assert self.stage is not None
         if source.get("unpack"):
