@@ -406,12 +406,39 @@ def _fake_unpacked(root: Path, count: int) -> None:
         (root / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(b"\xff\xd8")
 
 
+def _fake_aux(tmp_path: Path, lines: int = 600, bad_line: int | None = None) -> dict[str, str]:
+    """An aux val map whose label is the line number modulo 1000 (line ``bad_line`` malformed)."""
+    path = tmp_path / "aux-val.txt"
+    rows = [f"ILSVRC2012_val_{i:08d}.JPEG {i % 1000}" if i != bad_line else "garbage" for i in range(1, lines + 1)]
+    path.write_text("\n".join(rows) + "\n")
+    return {"CK_CAFFE_IMAGENET_VAL_TXT": str(path)}
+
+
 @pytest.mark.parametrize(("subdir", "location"), [("", "{install_dir}"), ("img/val", "{install_dir}/img/val")])
 def test_val_min_finds_the_image_directory(tmp_path: Path, subdir: str, location: str) -> None:
     install_dir = tmp_path / "i"
     _fake_unpacked(install_dir / subdir, 500)
-    extra, _ = _install("imagenet-2012-val-min", install_dir, downloaded=install_dir)
-    assert extra == {"CK_ENV_DATASET_IMAGENET_VAL": location, "CK_ENV_DATASET_IMAGENET_COUNT": "500"}
+    extra, _ = _install("imagenet-2012-val-min", install_dir, downloaded=install_dir, env=_fake_aux(tmp_path))
+    assert extra == {"CK_ENV_DATASET_IMAGENET_VAL": location, "CK_ENV_DATASET_IMAGENET_COUNT": "500",
+                     "CK_CAFFE_IMAGENET_VAL_TXT": "{install_dir}/val_map.txt"}
+    rows = (install_dir / "val_map.txt").read_text().splitlines()
+    assert len(rows) == 500
+    assert rows[0] == "ILSVRC2012_val_00000001.JPEG 1" and rows[-1] == "ILSVRC2012_val_00000500.JPEG 500"
+
+
+def test_val_min_refuses_a_malformed_or_short_aux_map(tmp_path: Path) -> None:
+    _fake_unpacked(tmp_path / "i", 500)
+    with pytest.raises(MetaError, match="line 7"):
+        _install("imagenet-2012-val-min", tmp_path / "i", downloaded=tmp_path / "i", env=_fake_aux(tmp_path, bad_line=7))
+    with pytest.raises(MetaError, match="fewer than the 500"):
+        _install("imagenet-2012-val-min", tmp_path / "i", downloaded=tmp_path / "i", env=_fake_aux(tmp_path, lines=400))
+
+
+def test_val_min_without_the_aux_map_is_not_found(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("CK_CAFFE_IMAGENET_VAL_TXT", raising=False)
+    _fake_unpacked(tmp_path / "i", 500)
+    with pytest.raises(NotFound, match="CK_CAFFE_IMAGENET_VAL_TXT"):
+        _install("imagenet-2012-val-min", tmp_path / "i", downloaded=tmp_path / "i")
 
 
 def test_val_min_rejects_an_incomplete_archive(tmp_path: Path) -> None:
