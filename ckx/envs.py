@@ -335,15 +335,36 @@ def render_env_script(record_meta: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _same_thing(meta: Mapping[str, Any], soft: str | None, full_path: str | None, install_dir: str | None,
-                version: str | None, package: str | None) -> bool:
-    if meta.get("soft") != soft or version_text(meta.get("version")) != version:
+def _same_thing(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether the recorded meta ``old`` is the thing ``new`` describes (so ``new`` updates it)."""
+    version = new.get("version")
+    if old.get("soft") != new.get("soft") or version_text(old.get("version")) != version:
         return False
-    if full_path:
-        return meta.get("full_path") == full_path
-    if install_dir:
-        return meta.get("install_dir") == install_dir
+    if not _same_interpreter(old, new):
+        return False
+    if new.get("full_path"):
+        return old.get("full_path") == new["full_path"]
+    if new.get("install_dir"):
+        return old.get("install_dir") == new["install_dir"]
     return False
+
+
+def _same_interpreter(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """For Python modules (``detected_by`` "module"): whether both were found through the same interpreter.
+
+    One numpy seen through a ``--system-site-packages`` venv and through the system python is two
+    envs, each tied to its interpreter, rather than one whose python dep flips between them. The
+    interpreter is the ``python`` path (not resolved: a venv's python is a symlink to its base), or the
+    ``python`` dep's uid when a record lacks the path. Other kinds of records always match here.
+    """
+    if "module" not in (old.get("detected_by"), new.get("detected_by")):
+        return True
+    old_path, new_path = old.get("python"), new.get("python")
+    if old_path and new_path:
+        return os.path.normpath(str(old_path)) == os.path.normpath(str(new_path))
+    old_dep = (old.get("deps") or {}).get("python")
+    new_dep = (new.get("deps") or {}).get("python")
+    return old_dep == new_dep
 
 
 def record_env(
@@ -366,8 +387,10 @@ def record_env(
     """Record an env in the local repo and write its env.sh; returns it.
 
     The same soft, full_path (or install_dir) and version give the same env, updated in place (uid and
-    ``created`` kept), not a duplicate. Tags get the version tags (v3, v3.11, v3.11.7) and the platform
-    tags added; ``<env_prefix>_SET=1`` joins the variables. Raises MetaError for a bad variable name.
+    ``created`` kept), not a duplicate; for a Python module (``detected_by="module"``) the interpreter it
+    was found through (``extra_meta["python"]``, else ``deps["python"]``) must be the same too. Tags get
+    the version tags (v3, v3.11, v3.11.7) and the platform tags added; ``<env_prefix>_SET=1`` joins the
+    variables. Raises MetaError for a bad variable name.
     """
     return record_env_ex(
         ctx, soft=soft, version=version, full_path=full_path, env=env, tags=tags, package=package,
@@ -427,7 +450,7 @@ def record_env_ex(
         ctx.index.refresh([MODULE], force=True)
         for entry in ctx.index.query(Query(module=MODULE, repo=repo.name)):
             old = entry.meta
-            if _same_thing(old, soft, full_path, install_dir, version, package):
+            if _same_thing(old, meta):
                 # Keep what others added (a venv's tag, a dep): detecting again must not take it away.
                 kept = [t for t in old.get("tags") or () if not is_automatic_tag(t) and t not in meta["tags"]]
                 meta["tags"] = meta["tags"] + kept

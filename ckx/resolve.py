@@ -2,7 +2,7 @@
 
 A dependency is a dict: ``{"tags": "lib,python-package,numpy", "version_from": [1, 24] | "1.24",
 "version_to": [...], "version": ">=1.24,<3", "names": [...], "sort": 10, "skip_if_env": ["VAR"],
-"enable_if_env": {"VAR": ["v1", ...]}, "offline_tags": "...", "no_tags": "a,b", "local": true}``.
+"enable_if_env": {"VAR": ["v1", ...]}, "offline_tags": "...", "no_tags": "a,b"}``.
 """
 from __future__ import annotations
 

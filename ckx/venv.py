@@ -295,8 +295,9 @@ def venv_envs(ctx: Context, venv: Venv) -> list:
     """The env records that belong to a venv: its interpreter's (listed, or tagged ``venv-NAME``), those
     found inside its directory, and packages installed into $CKX_TOOLS for its interpreter.
 
-    A record of something outside the venv that was merely detected through its interpreter (a
-    system package seen through ``--system_site_packages``) is shared with the system and is kept.
+    A system package detected through the venv's interpreter (seen through ``--system_site_packages``)
+    is a record of its own, tied to that interpreter (envs are deduplicated per interpreter), so it goes
+    with the venv; the same package detected through the system's python is a different record and stays.
     """
     from .envs import find_envs
 
@@ -306,8 +307,10 @@ def venv_envs(ctx: Context, venv: Venv) -> list:
     owned = []
     for env in find_envs(ctx):
         inside = any(_inside(location, root) for location in (env.full_path, env.install_dir))
-        installed_for_it = env.deps.get("python") in pythons and _inside(env.install_dir, tools)
-        if env.uid in pythons or inside or installed_for_it:
+        through_it = env.deps.get("python") in pythons
+        installed_for_it = through_it and _inside(env.install_dir, tools)
+        detected_through_it = through_it and env.meta.get("detected_by") == "module"
+        if env.uid in pythons or inside or installed_for_it or detected_through_it:
             owned.append(env)
     return owned
 

@@ -126,6 +126,53 @@ def test_same_soft_path_and_version_give_the_same_env(ctx):
     assert [r.version for r in find_envs(ctx, tags="thing")] == ["1.3.0", "1.2.3"]
 
 
+def _module_env(ctx, python, python_uid):
+    return record_env_ex(ctx, soft="lib.python.thing", version="2.0", full_path="/site/thing", env={"A": "1"},
+                         tags="lib,python-package,thing", deps={"python": python_uid}, detected_by="module",
+                         extra_meta={"python": python, "python_module": "thing"})
+
+
+def test_a_module_found_through_two_interpreters_is_two_envs(ctx):
+    through_venv, new1 = _module_env(ctx, "/venvs/v/bin/python", "aaaaaaaaaaaaaaaa")
+    through_system, new2 = _module_env(ctx, "/usr/bin/python3", "bbbbbbbbbbbbbbbb")
+    assert new1 and new2 and through_venv.uid != through_system.uid
+    ctx.index.refresh(["env"], force=True)
+    venv_record = load_env(ctx, through_venv.uid)  # its link did not flip to the system python
+    assert venv_record.deps == {"python": "aaaaaaaaaaaaaaaa"} and venv_record.meta["python"] == "/venvs/v/bin/python"
+    assert load_env(ctx, through_system.uid).deps == {"python": "bbbbbbbbbbbbbbbb"}
+    again, new3 = _module_env(ctx, "/venvs/v/bin/../bin/python", "aaaaaaaaaaaaaaaa")  # the same interpreter
+    assert not new3 and again.uid == through_venv.uid
+    assert len(find_envs(ctx, tags="thing")) == 2
+
+
+def test_a_module_record_without_an_interpreter_path_is_told_apart_by_its_python_dep(ctx):
+    def record(python_uid):
+        return record_env_ex(ctx, soft="lib.python.thing", version="2.0", full_path="/site/thing", env={},
+                             tags="thing", deps={"python": python_uid}, detected_by="module")
+    first, _ = record("aaaaaaaaaaaaaaaa")
+    same, new = record("aaaaaaaaaaaaaaaa")
+    assert same.uid == first.uid and not new
+    other, new = record("bbbbbbbbbbbbbbbb")
+    assert other.uid != first.uid and new
+
+
+def test_numpy_through_a_system_site_packages_venv_and_the_system_python_is_two_envs(ctx, tmp_path):
+    from ckx.detect import detect_soft
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+                   check=True, timeout=120, capture_output=True)
+    through_venv = detect_soft(ctx, "lib.python.numpy", python=str(venv / "bin" / "python"))[0]
+    through_system = detect_soft(ctx, "lib.python.numpy", python=sys.executable)[0]
+    assert through_venv.full_path == through_system.full_path  # the same numpy files...
+    assert through_venv.uid != through_system.uid  # ...seen through two interpreters: two envs
+    ctx.index.refresh(["env"], force=True)
+    venv_python = load_env(ctx, load_env(ctx, through_venv.uid).deps["python"])
+    assert Path(venv_python.full_path).parent == venv / "bin"
+    assert load_env(ctx, through_system.uid).deps["python"] != venv_python.uid
+    assert detect_soft(ctx, "lib.python.numpy", python=str(venv / "bin" / "python"))[0].uid == through_venv.uid
+
+
 def test_install_dir_identifies_an_env_without_full_path(ctx, tmp_path):
     a = record_env(ctx, soft=None, version="1", full_path=None, install_dir=str(tmp_path), env={}, tags="pkg",
                    package="p")

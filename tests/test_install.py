@@ -1,7 +1,6 @@
 """Tests for ckx.install: packages in a temporary native repo, served by a real loopback HTTP server."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import importlib.metadata
 import io
@@ -12,11 +11,11 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import zipfile
 from pathlib import Path
 
 import pytest
 from httpserver import serve, unused_url
+from wheels import build_wheel
 
 from ckx.context import Context, Reporter
 from ckx.errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound,
@@ -142,29 +141,6 @@ def link_member(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
     info.type = tarfile.SYMTYPE
     info.linkname = target
     return info, None
-
-
-def build_wheel(directory: Path, name: str = "ckxdemo_pkg", version: str = "1.2.3") -> Path:
-    """A minimal pure-Python wheel, written by hand (no build backend, no network)."""
-    dist_info = f"{name}-{version}.dist-info"
-    project = name.replace("_", "-")
-    files = {
-        f"{name}/__init__.py": f"__version__ = {version!r}\nANSWER = 42\n".encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n".encode(),
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: ckx-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    directory.mkdir(parents=True, exist_ok=True)
-    wheel = directory / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, data in files.items():
-            zf.writestr(path, data)
-    return wheel
 
 
 class ChoosingReporter(Reporter):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_install import build_wheel
+from wheels import build_wheel
 
 from ckx.envs import find_envs
 from ckx.errors import CkxError, NotFound, UsageError
@@ -246,11 +246,17 @@ def test_rm_also_removes_packages_installed_for_the_venv_interpreter(ctx, ckx_ho
     assert installed["env_uid"] not in {e.uid for e in find_envs(ctx)}
 
 
-def test_a_system_package_seen_through_the_venv_is_kept(ctx):
+def test_a_system_package_seen_through_the_venv_goes_with_it_and_the_systems_record_stays(ctx):
+    import sys
+
     from ckx.detect import detect_soft
 
     venv = create_venv(ctx, "seen", system_site_packages=True)
-    seen = detect_soft(ctx, "lib.python.numpy", python=str(venv.python))[0]
+    through_venv = detect_soft(ctx, "lib.python.numpy", python=str(venv.python))[0]
+    through_system = detect_soft(ctx, "lib.python.numpy", python=sys.executable)[0]
+    assert through_venv.uid != through_system.uid
     action_rm(ctx, {"entry": "seen", "force": True})
     ctx.index.refresh(["env"], force=True)
-    assert seen.uid in {e.uid for e in find_envs(ctx)}
+    remaining = {e.uid for e in find_envs(ctx)}
+    assert through_venv.uid not in remaining
+    assert through_system.uid in remaining

@@ -108,14 +108,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if ctx is not None:
             ctx.close()
-    if json_mode:
-        if ctx is not None and ctx.reporter.warnings:
-            result.setdefault("warnings", list(ctx.reporter.warnings))
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
-    else:
-        text = render(inp, result)
-        if text:
-            print(text)
+    try:
+        if json_mode:
+            if ctx is not None and ctx.reporter.warnings:
+                result.setdefault("warnings", list(ctx.reporter.warnings))
+            print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        else:
+            text = render(inp, result)
+            if text:
+                print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (head, grep -q) went away: not an error of ours. Keep the interpreter from
+        # complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return int(result.get("return", 0) or 0)
 
 
