@@ -1,0 +1,325 @@
+"""Benchmark of the image-classification harness: its overhead against raw framework loops."""
+# Measures, in one run, with a synthetic ResNet50 v1.5 (seeded weights, exported by the harness's own
+# code, fp32) on ``--threads`` threads:
+#
+# - onnxruntime: raw batched throughput (no LoadGen) vs the harness's Offline samples/s;
+#   raw batch-1 median latency vs the harness's SingleStream p90;
+# - the highest Server QPS the null backend sustains VALID at the 15 ms p99 bound (searched upward);
+# - pytorch: the same two comparisons against a raw eager loop (channels_last, inference_mode).
+#
+# Each figure is the median of ``--reps`` repetitions; raw loops run before and after each harness run. Prints a
+# Markdown table and writes it to benchmarks/out/harness.md. ``--quick`` fits in a few minutes.
+# Usage: ``python benchmarks/harness.py [--quick] [--reps N] [--skip-torch] [--skip-server]``
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "programs" / "image-classification-base"
+OUT = ROOT / "benchmarks" / "out"
+sys.path.insert(0, str(BASE))
+
+PEAK_GFLOPS = 232.0  # FMA peak of two Zen 4 cores (MLPERF.md)
+RESNET50_GFLOP = 8.18  # per image
+SERVER_BOUND_MS = 15.0
+
+
+def make_dataset(directory: Path) -> Path:
+    """Real photos shipped by scikit-image / matplotlib, with a val_map (labels do not matter here)."""
+    import importlib.util
+
+    import cv2
+
+    skimage_data = Path(list(importlib.util.find_spec("skimage").submodule_search_locations)[0]) / "data"
+    mpl_data = Path(list(importlib.util.find_spec("matplotlib").submodule_search_locations)[0]) / "mpl-data"
+    sources = [skimage_data / n for n in ("chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                                          "camera.png", "astronaut.png", "horse.png")]
+    sources.append(mpl_data / "sample_data" / "grace_hopper.jpg")
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, source in enumerate(sources):
+        name = f"img{i:02d}.jpg"
+        cv2.imwrite(str(directory / name), cv2.imread(str(source)))
+        lines.append(f"{name} {i}")
+    (directory / "val_map.txt").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def make_models(directory: Path) -> tuple[Path, Path]:
+    """The seeded ResNet50 as ONNX (our exporter) and as a state_dict."""
+    import torch
+
+    from harness.resnet50 import build_resnet50, export_onnx, seeded_state_dict
+
+    model = build_resnet50()
+    model.load_state_dict(seeded_state_dict(0))
+    onnx_path = export_onnx(model, directory / "resnet50_seeded.onnx")
+    pth_path = directory / "resnet50_seeded.pth"
+    torch.save(model.state_dict(), pth_path)
+    return onnx_path, pth_path
+
+
+def run_harness(work: Path, *args: str, timeout: int = 900) -> dict:
+    """One ``python -m harness`` run in a fresh directory; returns its result.json."""
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
+    env = {k: v for k, v in os.environ.items() if k != "EXTRA_OPS"}
+    env["PYTHONPATH"] = str(BASE)
+    done = subprocess.run([sys.executable, "-m", "harness", *args], cwd=run_dir, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"harness failed ({done.returncode}): {done.stderr[-2000:]}")
+    result = json.loads((run_dir / "result.json").read_text())
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def real_batch(dataset: Path, size: int) -> np.ndarray:
+    """``size`` inputs made from the benchmark's photos exactly as the harness makes them (NCHW).
+
+    The raw loops must see the same data as the harness: run time depends on it a little
+    (real photos through random weights give other activations than Gaussian noise).
+    """
+    from harness.dataset import load_dataset
+    from harness.preprocess import crop_image, normalise
+
+    samples = load_dataset(dataset).samples
+    crops = np.stack([crop_image(samples[i % len(samples)].path) for i in range(size)])
+    return normalise(crops, "mlperf-resnet50", "NCHW")
+
+
+def ort_session(model: Path, threads: int) -> "onnxruntime.InferenceSession":
+    """An onnxruntime session configured as the harness configures it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def raw_ort_throughput(model: Path, threads: int, x: np.ndarray, samples: int) -> float:
+    """Images/s of a plain batched onnxruntime loop (no LoadGen) on the batch ``x``."""
+    session = ort_session(model, threads)
+    batch = len(x)
+    session.run(None, {"input_tensor:0": x})
+    batches = max(1, samples // batch)
+    start = time.perf_counter()
+    for _ in range(batches):
+        session.run(None, {"input_tensor:0": x})
+    elapsed = time.perf_counter() - start
+    del session
+    return batches * batch / elapsed
+
+
+def raw_ort_latency(model: Path, threads: int, images: np.ndarray, runs: int) -> tuple[float, float]:
+    """Median and p90 batch-1 latency (ms) of a plain onnxruntime loop over ``images`` in turn."""
+    session = ort_session(model, threads)
+    for i in range(3):
+        session.run(None, {"input_tensor:0": images[i % len(images)][None]})
+    times = []
+    for i in range(runs):
+        x = images[i % len(images)][None]
+        start = time.perf_counter()
+        session.run(None, {"input_tensor:0": x})
+        times.append(time.perf_counter() - start)
+    del session
+    return float(np.median(times) * 1000), float(np.percentile(times, 90) * 1000)
+
+
+def torch_model(pth: Path, threads: int) -> "torch.nn.Module":
+    """Our ResNet50 with the seeded weights, eval, channels_last."""
+    import torch
+
+    from harness.resnet50 import build_resnet50
+
+    torch.set_num_threads(threads)
+    model = build_resnet50()
+    model.load_state_dict(torch.load(pth, map_location="cpu", weights_only=True))
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+def raw_torch_throughput(pth: Path, threads: int, batch_input: np.ndarray, samples: int) -> float:
+    """Images/s of a plain batched eager PyTorch loop on the batch ``batch_input``."""
+    import torch
+
+    model = torch_model(pth, threads)
+    batch = len(batch_input)
+    x = torch.from_numpy(batch_input).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model(x)
+        batches = max(1, samples // batch)
+        start = time.perf_counter()
+        for _ in range(batches):
+            model(x).argmax(1)
+        elapsed = time.perf_counter() - start
+    return batches * batch / elapsed
+
+
+def raw_torch_latency(pth: Path, threads: int, images: np.ndarray, runs: int) -> tuple[float, float]:
+    """Median and p90 batch-1 latency (ms) of a plain eager PyTorch loop over ``images`` in turn."""
+    import torch
+
+    model = torch_model(pth, threads)
+    inputs = [torch.from_numpy(images[i:i + 1]) for i in range(len(images))]
+    times = []
+    with torch.inference_mode():
+        for i in range(3):
+            model(inputs[i % len(inputs)].contiguous(memory_format=torch.channels_last))
+        for i in range(runs):
+            start = time.perf_counter()
+            model(inputs[i % len(inputs)].contiguous(memory_format=torch.channels_last)).argmax(1)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000), float(np.percentile(times, 90) * 1000)
+
+
+def harness_offline(work: Path, common: list[str], backend: list[str], batch: int, samples: int) -> float:
+    """The harness's Offline samples/s over ``samples`` samples in batches of ``batch``."""
+    result = run_harness(work, *common, *backend, "--scenario", "Offline", "--max-batchsize", str(batch),
+                         "--count", str(samples), "--time", "1", "--qps", "1")
+    return float(result["samples_per_second"])
+
+
+def harness_singlestream(work: Path, common: list[str], backend: list[str], queries: int) -> float:
+    """The harness's SingleStream p90 latency (ms) over ``queries`` queries."""
+    result = run_harness(work, *common, *backend, "--scenario", "SingleStream", "--count", str(queries),
+                         "--time", "1")
+    return float(result["latency_ms"]["p90"])
+
+
+def server_search(work: Path, common: list[str], seconds: float, start_qps: float) -> tuple[float, list]:
+    """Raise the Server target QPS (x1.25 steps) until LoadGen says INVALID; the last VALID one wins."""
+    best, trail, qps = 0.0, [], start_qps
+    failures = 0
+    while qps < 1_000_000:
+        result = run_harness(work, *common, "--backend", "null", "--scenario", "Server", "--qps", f"{qps:.0f}",
+                             "--time", str(seconds), "--max-latency", str(SERVER_BOUND_MS / 1000))
+        valid = bool(result["valid"])
+        trail.append((qps, valid, result["latency_ms"].get("p99"), result.get("completed_qps")))
+        if valid:
+            best, failures = max(best, qps), 0
+        else:
+            failures += 1
+            if failures >= 2:  # one retry: a neighbour's burst should not end the search
+                break
+            continue
+        qps *= 1.25
+    return best, trail
+
+
+def median(values: list[float]) -> float:
+    """The median of ``values``."""
+    return float(statistics.median(values))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the measurements, print the Markdown table and write it to benchmarks/out/harness.md."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples and shorter runs (a few minutes)")
+    parser.add_argument("--reps", type=int, help="repetitions per figure (default 3, quick 1)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8, help="Offline batch size (raw loop and harness)")
+    parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--skip-server", action="store_true")
+    args = parser.parse_args(argv)
+    reps = args.reps or (2 if args.quick else 3)
+    offline_samples = 48 if args.quick else 160
+    ss_queries = 40 if args.quick else 120
+    server_seconds = 3 if args.quick else 10
+    began = time.time()
+
+    work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
+    try:
+        dataset = make_dataset(work / "images")
+        onnx_path, pth_path = make_models(work)
+        images = real_batch(dataset, 8)
+        batch_x = real_batch(dataset, args.batch)
+        common = ["--dataset-path", str(dataset), "--cache-dir", str(work / "cache"), "--threads",
+                  str(args.threads), "--user-conf", ""]
+        ort_args = ["--backend", "onnxruntime", "--model", str(onnx_path)]
+        torch_args = ["--backend", "pytorch", "--model", str(pth_path)]
+        rows: list[tuple[str, str, str, str, str]] = []
+
+        figures: dict[str, list[float]] = {k: [] for k in (
+            "ort_raw_tput", "ort_h_tput", "ort_raw_lat", "ort_raw_lat90", "ort_h_p90",
+            "pt_raw_tput", "pt_h_tput", "pt_raw_lat", "pt_raw_lat90", "pt_h_p90")}
+        for rep in range(reps):
+            # raw loops run before AND after each harness run and are averaged, so that a neighbour's
+            # burst on this shared machine weighs on both sides of a ratio
+            print(f"[rep {rep + 1}/{reps}] onnxruntime", file=sys.stderr, flush=True)
+            before = raw_ort_throughput(onnx_path, args.threads, batch_x, offline_samples)
+            figures["ort_h_tput"].append(harness_offline(work, common, ort_args, args.batch, offline_samples))
+            after = raw_ort_throughput(onnx_path, args.threads, batch_x, offline_samples)
+            figures["ort_raw_tput"].append((before + after) / 2)
+            before_l = raw_ort_latency(onnx_path, args.threads, images, ss_queries)
+            figures["ort_h_p90"].append(harness_singlestream(work, common, ort_args, ss_queries))
+            after_l = raw_ort_latency(onnx_path, args.threads, images, ss_queries)
+            figures["ort_raw_lat"].append((before_l[0] + after_l[0]) / 2)
+            figures["ort_raw_lat90"].append((before_l[1] + after_l[1]) / 2)
+            if not args.skip_torch:
+                print(f"[rep {rep + 1}/{reps}] pytorch", file=sys.stderr, flush=True)
+                n = offline_samples // 2
+                before = raw_torch_throughput(pth_path, args.threads, batch_x, n)
+                figures["pt_h_tput"].append(harness_offline(work, common, torch_args, args.batch, n))
+                after = raw_torch_throughput(pth_path, args.threads, batch_x, n)
+                figures["pt_raw_tput"].append((before + after) / 2)
+                before_l = raw_torch_latency(pth_path, args.threads, images, ss_queries // 2)
+                figures["pt_h_p90"].append(harness_singlestream(work, common, torch_args, ss_queries // 2))
+                after_l = raw_torch_latency(pth_path, args.threads, images, ss_queries // 2)
+                figures["pt_raw_lat"].append((before_l[0] + after_l[0]) / 2)
+                figures["pt_raw_lat90"].append((before_l[1] + after_l[1]) / 2)
+
+        def peak(samples_per_s: float) -> str:
+            return f"{100 * samples_per_s * RESNET50_GFLOP / PEAK_GFLOPS:.0f}%"
+
+        for fw, key in (("onnxruntime", "ort"), ("pytorch", "pt")):
+            if not figures[f"{key}_raw_tput"]:
+                continue
+            raw_t, h_t = median(figures[f"{key}_raw_tput"]), median(figures[f"{key}_h_tput"])
+            raw_l, raw_l90 = median(figures[f"{key}_raw_lat"]), median(figures[f"{key}_raw_lat90"])
+            h_p90 = median(figures[f"{key}_h_p90"])
+            rows.append((f"{fw} Offline throughput (batch {args.batch})", f"{raw_t:.2f} img/s ({peak(raw_t)} of peak)",
+                         f"{h_t:.2f} img/s ({peak(h_t)} of peak)", f"{h_t / raw_t:.3f}", ">= 0.97"))
+            rows.append((f"{fw} SingleStream latency", f"median {raw_l:.1f} ms (p90 {raw_l90:.1f})",
+                         f"p90 {h_p90:.1f} ms ({peak(1000 / h_p90)} of peak; {h_p90 / raw_l90:.3f} x raw p90)",
+                         f"{h_p90 / raw_l:.3f}", "<= 1.05"))
+        if not args.skip_server:
+            print("server search (null backend)", file=sys.stderr, flush=True)
+            best, trail = server_search(work, common, server_seconds, 20000)
+            tried = ", ".join(f"{q / 1000:.0f}k{'' if ok else ' INVALID'}" for q, ok, _, _ in trail)
+            rows.append(("null Server QPS VALID at p99 <= 15 ms", "LoadGen alone: ~160k (MLPERF.md)",
+                         f"{best:,.0f} QPS (tried {tried})", "", ">= 30,000"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    lines = [
+        f"# Harness benchmark ({'quick' if args.quick else 'full'}, {reps} rep(s), {args.threads} threads, "
+        f"median of reps; {time.strftime('%Y-%m-%d %H:%M')}, {time.time() - began:.0f} s)",
+        "",
+        "| measure | raw framework loop | harness under LoadGen | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    lines += ["", f"Peak: {PEAK_GFLOPS:.0f} GFLOP/s on two cores; ResNet50 = {RESNET50_GFLOP} GFLOP/image "
+              f"(floor ~{1000 * RESNET50_GFLOP / PEAK_GFLOPS:.0f} ms/image, ~{PEAK_GFLOPS / RESNET50_GFLOP:.0f} img/s)."]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "harness.md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

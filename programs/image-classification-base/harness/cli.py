@@ -1,0 +1,269 @@
+"""Command line of the harness: parse options, run one LoadGen test, score it, write result.json."""
+# Options may also come from ``$EXTRA_OPS`` (shlex-split). They are appended AFTER the command line,
+# so for an option given in both places the ``$EXTRA_OPS`` value wins: a program's command line
+# holds its defaults and ``--env.EXTRA_OPS="--count 500 --time 60"`` overrides them, as with CK.
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import HarnessError, InputNotFound, LoadGenError, ModelError, UsageError
+from .settings import SCENARIOS
+
+log = logging.getLogger("harness")
+
+DEFAULT_USER_CONF = Path(__file__).resolve().parent.parent / "user.conf"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (option names follow the MLPerf reference harness)."""
+    p = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="MLPerf Inference image classification under LoadGen (ResNet50 v1.5 and friends).",
+        epilog="Options are also read from $EXTRA_OPS, appended after the command line (its values win).",
+    )
+    p.add_argument("--scenario", default="SingleStream", choices=SCENARIOS, help="LoadGen scenario")
+    p.add_argument("--accuracy", action="store_true", help="accuracy mode: every sample once, then score")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "pytorch", "null"))
+    p.add_argument("--model", help="model file (.onnx for onnxruntime; .pth/.pt for pytorch)")
+    p.add_argument("--model-name", default="resnet50", help="model name for mlperf.conf/user.conf lookup")
+    p.add_argument("--profile", default="mlperf-resnet50", choices=("mlperf-resnet50", "efficientnet-lite"),
+                   help="input normalisation")
+    p.add_argument("--dataset-path", required=True, help="directory holding the images")
+    p.add_argument("--dataset-list", help="val_map (default: DATASET_PATH/val_map.txt)")
+    p.add_argument("--cache-dir", help="preprocessed crop cache (default: OUTPUT/preprocessed)")
+    p.add_argument("--label-offset", type=int, default=0, help="added to predicted ids (-1 for 1001-class models)")
+    p.add_argument("--input-name", help="model input name (default: the first)")
+    p.add_argument("--output-name", help="model output name (default: the first)")
+    p.add_argument("--data-layout", default="NCHW", choices=("NCHW", "NHWC"))
+    p.add_argument("--threads", type=int, help="intra-op threads (default: the available cores)")
+    p.add_argument("--max-batchsize", type=int, default=32, help="largest batch for Offline/Server/MultiStream")
+    p.add_argument("--count", type=int, help="use the first N images; also sets min and max query count")
+    p.add_argument("--time", type=float, help="min and max duration, seconds")
+    p.add_argument("--qps", type=float, help="Server target QPS and Offline expected QPS")
+    p.add_argument("--max-latency", type=float, help="Server target latency, seconds")
+    p.add_argument("--samples-per-query", type=int, help="MultiStream samples per query")
+    p.add_argument("--user-conf", default=None,
+                   help=f"LoadGen user.conf (default: {DEFAULT_USER_CONF.name} of the program; '' for none)")
+    p.add_argument("--output", default=None, help="directory for LoadGen logs and result.json (default: cwd)")
+    p.add_argument("--debug", action="store_true", help="verbose logging and the LoadGen trace")
+    p.add_argument("--provider", help="onnxruntime execution provider (cpu, cuda, or a full name)")
+    p.add_argument("--torch-compile", action="store_true", help="pytorch: torch.compile with freezing")
+    p.add_argument("--accuracy-meaningless", action="store_true",
+                   help="the model has random weights: warn loudly in accuracy mode and record it")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None, environ: dict[str, str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` followed by the shlex-split ``$EXTRA_OPS``."""
+    env = os.environ if environ is None else environ
+    args = list(sys.argv[1:] if argv is None else argv)
+    extra = env.get("EXTRA_OPS", "").strip()
+    if extra:
+        try:
+            args += shlex.split(extra)
+        except ValueError as exc:
+            raise UsageError(f"cannot split $EXTRA_OPS ({exc}): {extra!r}") from None
+    return build_parser().parse_args(args)
+
+
+def _versions(backend_name: str) -> dict[str, str]:
+    import cv2
+    import numpy
+
+    versions = {"python": platform.python_version(), "numpy": numpy.__version__, "cv2": cv2.__version__}
+    try:
+        versions["loadgen"] = importlib.metadata.version("mlcommons-loadgen")
+    except importlib.metadata.PackageNotFoundError:
+        versions["loadgen"] = "unknown"
+    if backend_name == "onnxruntime":
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    elif backend_name == "pytorch":
+        import torch
+
+        versions["torch"] = torch.__version__
+    return versions
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.max_batchsize <= 0:
+        raise UsageError(f"--max-batchsize must be positive, got {args.max_batchsize}")
+    if args.threads is not None and args.threads <= 0:
+        raise UsageError(f"--threads must be positive, got {args.threads}")
+    if args.backend != "null" and not args.model:
+        raise UsageError(f"the {args.backend} backend needs --model")
+    if args.model and args.backend != "null" and not Path(args.model).is_file():
+        raise InputNotFound(f"model file not found: {args.model}")  # before minutes of preprocessing
+
+
+def _user_conf(args: argparse.Namespace) -> Path | None:
+    """``--user-conf`` if given ('' for none), else the program's user.conf next to this package."""
+    if args.user_conf is None:
+        return DEFAULT_USER_CONF if DEFAULT_USER_CONF.is_file() else None
+    return Path(args.user_conf) if args.user_conf else None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one test as ``args`` say; returns the result.json content (also written to the output dir)."""
+    from .backends import create_backend
+    from .dataset import load_dataset
+    from .fileio import write_json_atomic
+    from .preprocess import CropCache, available_cores
+    from .result import build_result
+    from .settings import Overrides, build_test_settings
+
+    _check_args(args)
+    started = time.time()
+    output = Path(args.output) if args.output else Path.cwd()
+    output.mkdir(parents=True, exist_ok=True)
+    threads = args.threads or available_cores()
+    if args.accuracy and args.accuracy_meaningless:
+        log.warning("!" * 72)
+        log.warning("ACCURACY IS MEANINGLESS: this model has random weights; the figure below is noise")
+        log.warning("!" * 72)
+
+    dataset = load_dataset(args.dataset_path, args.dataset_list, count=args.count)
+    user_conf = _user_conf(args)
+    overrides = Overrides(count=args.count, time_s=args.time, qps=args.qps, max_latency_s=args.max_latency,
+                          samples_per_query=args.samples_per_query)
+    settings, rules = build_test_settings(args.model_name, args.scenario, accuracy=args.accuracy,
+                                          user_conf=user_conf, overrides=overrides, total_samples=len(dataset))
+    cache = CropCache(args.cache_dir or output / "preprocessed")
+    report = cache.ensure(dataset.samples)
+    log.info("dataset: %d images (%d preprocessed now, %d from cache)", len(dataset), report.computed, report.reused)
+    backend = create_backend(
+        args.backend, threads=threads, label_offset=args.label_offset, layout=args.data_layout,
+        input_name=args.input_name, output_name=args.output_name, provider=args.provider,
+        torch_compile=args.torch_compile,
+    )
+    backend.load(args.model)
+    max_batch = min(args.max_batchsize, backend.max_batch or args.max_batchsize)
+
+    stats = _run_loadgen(args, dataset, cache, backend, settings, output, max_batch)
+    accuracy = _score(args, dataset, output) if args.accuracy else None
+    stats["total_seconds"] = round(time.time() - started, 3)
+    extra = _description(args, dataset, cache, backend, settings, user_conf, threads, max_batch)
+    extra["dataset"]["preprocessed_now"] = report.computed
+    extra["harness"] = stats
+    result = build_result(scenario=args.scenario, accuracy_mode=args.accuracy, log_dir=output, rules=rules,
+                          accuracy=accuracy, accuracy_meaningless=args.accuracy_meaningless, extra=extra)
+    write_json_atomic(output / "result.json", result)
+    _print_summary(result)
+    return result
+
+
+def _run_loadgen(args: argparse.Namespace, dataset: Any, cache: Any, backend: Any, settings: Any, output: Path,
+                 max_batch: int) -> dict[str, Any]:
+    """Warm up, run LoadGen with the scenario's SUT, and return the harness's own counters."""
+    import mlperf_loadgen as lg
+
+    from .settings import build_log_settings
+    from .sut import SampleLibrary, create_sut
+
+    log_settings = build_log_settings(output, trace=args.debug)
+    qsl = SampleLibrary(dataset, cache, profile=args.profile, layout=args.data_layout,
+                        needs_input=backend.needs_input)
+    # warm up the batch sizes the run will use (an accuracy run never batches beyond the dataset)
+    largest = min(max_batch, len(dataset)) if args.accuracy else max_batch
+    backend.warmup(qsl.sample_shape, [1] if args.scenario == "SingleStream" else sorted({1, largest}))
+    sut = create_sut(args.scenario, backend, qsl, max_batch=max_batch)
+    qsl_handle = qsl.construct(settings.performance_sample_count_override)
+    log.info("running %s %s with %s (%d threads, max batch %d)", args.scenario,
+             "accuracy" if args.accuracy else "performance", backend.name, backend.threads, max_batch)
+    for stale in ("mlperf_log_detail.txt", "mlperf_log_summary.txt", "mlperf_log_accuracy.json"):
+        (output / stale).unlink(missing_ok=True)
+    sut.start()
+    test_started = time.time()
+    try:
+        lg.StartTestWithLogSettings(sut.handle, qsl_handle, settings, log_settings)
+    finally:
+        sut.stop()
+        sut.close()
+        lg.DestroyQSL(qsl_handle)
+    if sut.error is not None:
+        raise ModelError(f"inference failed during the test: {sut.error}")
+    if not (output / "mlperf_log_detail.txt").is_file():
+        raise LoadGenError(f"LoadGen wrote no logs into {output}")
+    return {"completed_samples": sut.completed, "batches": sut.batches, "qsl_loads": qsl.loads,
+            "backend_seconds": round(sut.backend_seconds, 3), "test_seconds": round(time.time() - test_started, 3)}
+
+
+def _score(args: argparse.Namespace, dataset: Any, output: Path) -> dict[str, Any]:
+    """Score the accuracy log in-process; print the official line and write accuracy.txt."""
+    from .accuracy import compute_accuracy_for
+    from .fileio import write_text_atomic
+
+    scored = compute_accuracy_for(output / "mlperf_log_accuracy.json", dataset)
+    line = scored.line()
+    print(line, flush=True)
+    write_text_atomic(output / "accuracy.txt", line + "\n")
+    if args.accuracy_meaningless:
+        log.warning("ACCURACY IS MEANINGLESS (random weights): %s", line)
+    return {"top1": scored.top1, "good": scored.good, "total": scored.total, "expected": len(dataset),
+            "empty_responses": scored.empty, "meaningless": bool(args.accuracy_meaningless)}
+
+
+def _description(args: argparse.Namespace, dataset: Any, cache: Any, backend: Any, settings: Any,
+                 user_conf: Path | None, threads: int, max_batch: int) -> dict[str, Any]:
+    """What ran, for result.json: model, backend, dataset, settings asked for, versions."""
+    from .settings import describe_settings
+
+    backend_info = backend.describe()
+    backend_info["max_batchsize"] = max_batch
+    return {
+        "model": {"path": os.fspath(Path(args.model).resolve()) if args.model else None, "name": args.model_name,
+                  "profile": args.profile, "label_offset": args.label_offset,
+                  "accuracy_meaningless": bool(args.accuracy_meaningless), "data_layout": args.data_layout},
+        "backend": backend_info,
+        "dataset": {"path": os.fspath(dataset.root.resolve()), "list": os.fspath(dataset.list_path.resolve()),
+                    "count": len(dataset), "cache_dir": os.fspath(cache.directory.resolve())},
+        "threads": threads,
+        "max_batchsize": max_batch,
+        "requested_settings": describe_settings(settings),
+        "user_conf": os.fspath(user_conf) if user_conf else None,
+        "versions": _versions(args.backend),
+    }
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    metric = result.get("metric") or {}
+    value = metric.get("value")
+    shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+    verdict = "VALID" if result["valid"] else "INVALID"
+    print(f"{result['scenario']} {result['mode']}: {metric.get('name')}={shown} {metric.get('unit', '')} "
+          f"(LoadGen: {verdict}; valid for submission: {'yes' if result['valid_for_submission'] else 'no'})",
+          flush=True)
+    for reason in result["invalid_reasons"]:
+        print(f"  - {reason}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: the single place that prints errors and picks the exit status."""
+    try:
+        args = parse_args(argv)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s: %(message)s")
+    try:
+        run(args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
