@@ -362,17 +362,7 @@ def _clone_and_register(ctx: Context, name: str | None, url: str, branch: str | 
         if os.path.lexists(target):
             raise CkxError(f"{target} already exists and is not a registered repo",
                            hint=f"move it away, or register it with 'ckx add repo:{repo_name} --path={target}'")
-        try:
-            os.rename(checkout, target)
-        except OSError as exc:
-            raise CkxError(f"cannot move the clone of {url} to {target}: {exc.strerror}") from None
-        repo = Repo(name=repo_name, path=target, format=fmt, uid=desc.get("uid"), url=url,
-                    deps=tuple(d for d in desc.get("deps", []) if d), exclude_dirs=tuple(desc.get("exclude_dirs", ())))
-        try:
-            ctx.registry.register(repo)
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
-            raise
+        _move_and_register(ctx, checkout, target, repo_name, fmt, desc, url, what=f"the clone of {url}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     ctx.forget_registry()
@@ -974,6 +964,22 @@ def unzip_archive(ctx: Context, archive: Path, *, repo_name: str | None = None, 
         return _merge(ctx, zf, archive, members, registry.get(LOCAL_REPO_NAME), overwrite)
 
 
+def _move_and_register(ctx: Context, source: Path, target: Path, name: str, fmt: str, desc: dict,
+                       url: str | None, *, what: str) -> None:
+    """Rename a complete repo directory into place and register it; nothing stays if registering fails."""
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        raise CkxError(f"cannot move {what} to {target}: {exc.strerror}") from None
+    repo = Repo(name=name, path=target, format=fmt, uid=desc.get("uid"), url=url,
+                deps=tuple(d for d in desc.get("deps", []) if d), exclude_dirs=tuple(desc.get("exclude_dirs", ())))
+    try:
+        ctx.registry.register(repo)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
 def _create_repo(ctx: Context, zf: zipfile.ZipFile, archive: Path, members: list[_Member], name: str) -> UnzipResult:
     """Extract a whole-repo archive as a new repo in $CKX_HOME/repos/NAME and register it."""
     home = ctx.home
@@ -994,17 +1000,7 @@ def _create_repo(ctx: Context, zf: zipfile.ZipFile, archive: Path, members: list
             plan.dest = target.joinpath(*plan.source_dir)
         clashes = _uid_clashes(ctx, plans)
         os.chmod(tree, 0o755)
-        try:
-            os.rename(tree, target)
-        except OSError as exc:
-            raise CkxError(f"cannot move the extracted repo to {target}: {exc.strerror}") from None
-        repo = Repo(name=name, path=target, format=fmt, uid=desc.get("uid"), url=desc.get("url"),
-                    deps=tuple(d for d in desc.get("deps", []) if d), exclude_dirs=tuple(desc.get("exclude_dirs", ())))
-        try:
-            ctx.registry.register(repo)
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
-            raise
+        _move_and_register(ctx, tree, target, name, fmt, desc, desc.get("url"), what="the extracted repo")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     ctx.forget_registry()
