@@ -608,12 +608,22 @@ def synthetic_pytorch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
 
 
 @pytest.mark.slow
-def test_synthetic_onnx_is_deterministic(synthetic_onnx: tuple[Path, dict], tmp_path: Path) -> None:
+def test_synthetic_onnx_is_deterministic(
+    synthetic_onnx: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first, first_env = synthetic_onnx
+    # a `harness` package in the current directory must not shadow the program's harness
+    (tmp_path / "cwd" / "harness").mkdir(parents=True)
+    (tmp_path / "cwd" / "harness" / "__init__.py").write_text("raise ImportError('the wrong harness')\n")
+    monkeypatch.chdir(tmp_path / "cwd")
     extra, _ = _install("model-resnet50-synthetic-onnx", tmp_path / "again", env=_harness_env())
     name = _meta("model-resnet50-synthetic-onnx")["synthetic"]["model_file"]
     assert extra == first_env and len(extra["ML_MODEL_WEIGHTS_SHA256"]) == 64
     assert _sha256(tmp_path / "again" / name) == _sha256(first / name)
+    report = json.loads((tmp_path / "again" / "export_report.json").read_text())
+    assert report["seed"] == 1 and report["format"] == "onnx" and report["opset"] == 17
+    assert report["onnx_sha256"] == _sha256(first / name) and report["max_abs_diff"] <= 1e-4
+    assert report["accuracy_meaningless"] is True
 
 
 @pytest.mark.slow
@@ -681,9 +691,42 @@ def test_synthetic_hooks_need_a_seed(tmp_path: Path) -> None:
 
 
 def test_synthetic_harness_failure_is_a_typed_error(tmp_path: Path) -> None:
-    # A harness directory whose resnet50 module cannot be imported: the subprocess reports, the hook types it.
+    # A harness directory whose resnet50 module fails on import: the subprocess reports, the hook types it.
     (tmp_path / "base" / "harness").mkdir(parents=True)
-    (tmp_path / "base" / "harness" / "resnet50.py").write_text("raise ImportError('broken definition')\n")
-    with pytest.raises(NotFound, match="broken definition"):
-        _install("model-resnet50-synthetic-pytorch", tmp_path / "i",
-                 env={"CKX_IMAGE_CLASSIFICATION_BASE": str(tmp_path / "base")})
+    (tmp_path / "base" / "harness" / "resnet50.py").write_text("raise RuntimeError('broken definition')\n")
+    for alias in ("model-resnet50-synthetic-onnx", "model-resnet50-synthetic-pytorch"):
+        with pytest.raises(CkxError, match="(?s)exit status 1.*broken definition") as info:
+            _install(alias, tmp_path / alias, env={"CKX_IMAGE_CLASSIFICATION_BASE": str(tmp_path / "base")})
+        assert not isinstance(info.value, (NotFound, IntegrityError))
+
+
+def test_synthetic_hooks_without_torch_are_not_found(tmp_path: Path, bare_python: str) -> None:
+    # The command line exits 4 (a missing input) when torch cannot be imported; the hook says NotFound.
+    for alias in ("model-resnet50-synthetic-onnx", "model-resnet50-synthetic-pytorch"):
+        with pytest.raises(NotFound, match="cannot import torch"):
+            _install(alias, tmp_path / alias, env=_bare_env(), python=bare_python)
+        assert not (tmp_path / alias / _meta(alias)["synthetic"]["model_file"]).exists()
+
+
+@pytest.mark.slow
+def test_synthetic_failed_check_is_an_integrity_error_and_removes_the_model(tmp_path: Path) -> None:
+    # No export can be within a negative tolerance: the command line exits 3, run_script says IntegrityError.
+    from ckx import hooks
+
+    argv = [sys.executable, "-m", "harness.resnet50", "--seed", "1", "--format", "onnx", "--out",
+            str(tmp_path / "m.onnx"), "--report", str(tmp_path / "r.json"), "--tolerance", "-1"]
+    env = {**os.environ, "PYTHONPATH": str(HARNESS_BASE)}
+    with pytest.raises(IntegrityError, match="check failed.*differs from torch"):
+        hooks.run_script(argv, env=env, timeout=600, what="synthetic export")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("bad", [["--format", "tflite"], ["--format", "onnx", "--num-classes", "0"]])
+def test_synthetic_command_line_rejects_bad_options(tmp_path: Path, bad: list[str]) -> None:
+    argv = ["--seed", "1", "--out", str(tmp_path / "m"), "--report", str(tmp_path / "r.json"), *bad]
+    proc = subprocess.run([sys.executable, "-m", "harness.resnet50", *argv], capture_output=True, text=True,
+                          timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(HARNESS_BASE),
+                                                         "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 2, proc.stderr
+    assert "usage: python -m harness.resnet50" in proc.stderr
+    assert not (tmp_path / "m").exists()

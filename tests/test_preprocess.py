@@ -1,9 +1,12 @@
-"""The image pipeline of the harness against an independent computation, its cache and normalisation."""
+"""The image pipelines of the harness against independent computations, their cache and normalisation."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,11 +17,17 @@ import pytest
 BASE = Path(__file__).resolve().parent.parent / "programs" / "image-classification-base"
 sys.path.insert(0, str(BASE))
 
+from harness import cli  # noqa: E402
 from harness.dataset import load_dataset  # noqa: E402
-from harness.errors import FormatError, UsageError  # noqa: E402
+from harness.errors import FormatError, HarnessError, UsageError  # noqa: E402
 from harness.preprocess import (  # noqa: E402
-    CropCache, CropParams, centre_crop, crop_image, normalise, resize_shorter_side,
+    PROFILES, CropCache, CropParams, centre_crop, crop_image, crop_params_for, normalise, resize_shorter_side,
 )
+
+ROOT = BASE.parent.parent
+PYTORCH = "mlperf-resnet50-pytorch"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def _package_dir(name: str) -> Path:
@@ -52,6 +61,20 @@ def straightforward_crop(path: Path) -> np.ndarray:
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
     top, left = int((new_h - 224) / 2), int((new_w - 224) / 2)
     return resized[top:top + 224, left:left + 224]
+
+
+def torchvision_style_crop(path: Path) -> np.ndarray:
+    """The reference's PyTorch steps with PIL directly: F.resize(img, 256) bilinear, F.center_crop(224)."""
+    from PIL import Image
+
+    image = Image.fromarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = 256, int(256 * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    image = image.resize((new_w, new_h), Image.BILINEAR)
+    top, left = round((new_h - 224) / 2.0), round((new_w - 224) / 2.0)  # ints: Python rounds halves to even
+    return np.asarray(image.crop((left, top, left + 224, top + 224)))
 
 
 @pytest.fixture
@@ -204,3 +227,167 @@ def test_bad_crop_parameters_are_usage_errors():
         CropParams(interpolation="nearest-ish")
     with pytest.raises(UsageError, match="crop"):
         CropParams(crop_percent=0)
+
+
+# ---------------------------------------------------------------------------------------------- PyTorch profile
+
+
+@pytest.mark.parametrize("name", ["chelsea.png", "coffee.png", "rocket.jpg", "grace_hopper.jpg"])
+def test_pytorch_profile_crop_matches_pil_steps_pixel_for_pixel(name):
+    path = real_photos()[name]
+    ours = crop_image(path, crop_params_for(PYTORCH))
+    expected = torchvision_style_crop(path)
+    assert ours.dtype == np.uint8 and ours.shape == (224, 224, 3)
+    assert np.array_equal(ours, expected)
+    assert not np.array_equal(ours, straightforward_crop(path))  # another pipeline, other pixels
+
+
+def test_pytorch_profile_rounds_the_crop_offset_as_torchvision():
+    # rocket: 427x640 -> 256x383; (383 - 224) / 2 = 79.5 rounds to 80 (truncation would give 79)
+    grid = np.arange(256 * 383 * 3, dtype=np.int64).reshape(256, 383, 3)
+    assert centre_crop(grid, 224, rounded=True)[0, 0, 0] == grid[16, 80, 0]
+    assert centre_crop(grid, 224)[0, 0, 0] == grid[16, 79, 0]
+    odd = np.arange(227 * 229).reshape(227, 229, 1)  # top 1.5 rounds to 2, left 2.5 to 2 (halves to even)
+    assert np.array_equal(centre_crop(odd, 224, rounded=True), odd[2:226, 2:226])
+    assert np.array_equal(centre_crop(odd, 224), odd[1:225, 2:226])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_pytorch_profile_normalises_as_torchvision_to_tensor_and_normalize(layout):
+    torch = pytest.importorskip("torch")
+    crops = np.stack([torchvision_style_crop(real_photos()[n]) for n in ("chelsea.png", "coffee.png")])
+    got = normalise(crops, PYTORCH, layout)
+    # to_tensor: CHW float32 / 255; normalize: sub(mean).div(std) per channel, in torch
+    tensor = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous().float().div(255)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = tensor.sub(mean).div(std).numpy()
+    if layout == "NHWC":
+        expected = expected.transpose(0, 2, 3, 1)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert np.array_equal(got, expected)
+    assert -2.2 < got.min() and got.max() < 2.7
+
+
+def test_existing_profiles_keep_their_cache_key_and_geometry():
+    # the key the OpenCV pipeline has always had: caches built before stay valid
+    fields = {"format": 1, "size": 224, "crop_percent": 87.5, "interpolation": "area", "cv2": cv2.__version__}
+    old_key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    assert CropParams().key == old_key
+    assert crop_params_for("mlperf-resnet50") == crop_params_for("efficientnet-lite") == CropParams()
+    assert crop_params_for(PYTORCH) == CropParams(interpolation="bilinear", library="pillow")
+    assert crop_params_for(PYTORCH).key != old_key
+
+
+def test_the_two_pipelines_never_share_cache_files(photo_dir, tmp_path):
+    dataset = load_dataset(photo_dir)
+    opencv = CropCache(tmp_path / "cache")
+    pillow = CropCache(tmp_path / "cache", crop_params_for(PYTORCH))
+    assert opencv.directory != pillow.directory and opencv.directory.parent == pillow.directory.parent
+    assert opencv.ensure(dataset.samples, progress=False).computed == 4
+    # the OpenCV crops are there, yet the Pillow pipeline computes all of its own (in parallel here)
+    assert pillow.ensure(dataset.samples, workers=2, progress=False).computed == 4
+    assert pillow.ensure(dataset.samples, progress=False).reused == 4
+    assert not {opencv.path_for(s) for s in dataset.samples} & {pillow.path_for(s) for s in dataset.samples}
+    for sample in dataset.samples:
+        assert np.array_equal(pillow.load(sample), torchvision_style_crop(sample.path))
+        assert np.array_equal(opencv.load(sample), straightforward_crop(sample.path))
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [opencv.directory.name, pillow.directory.name])
+
+
+def test_without_pillow_the_pytorch_profile_fails_naming_itself(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "PIL", None)  # `from PIL import Image` now raises ImportError
+    with pytest.raises(HarnessError, match=f"profile '{PYTORCH}'.*pip install pillow") as info:
+        crop_params_for(PYTORCH)
+    assert info.value.hint == "pip install pillow"
+    with pytest.raises(HarnessError, match="pip install pillow"):
+        CropCache(tmp_path / "cache", CropParams(interpolation="bilinear", library="pillow"))
+    assert crop_params_for("mlperf-resnet50") == CropParams()  # the OpenCV profiles never need it
+    assert CropCache(tmp_path / "cache").params == CropParams()
+
+
+def test_without_pillow_the_harness_stops_before_preprocessing(photo_dir, tmp_path):
+    code = "import sys; sys.modules['PIL'] = None; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {k: v for k, v in os.environ.items() if k != "EXTRA_OPS"}
+    env.update(PYTHONPATH=str(BASE), PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--backend", "null", "--profile", PYTORCH, "--dataset-path", str(photo_dir),
+         "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "run"), "--time", "1"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"error: profile '{PYTORCH}'" in done.stderr and "pip install pillow" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "result.json").exists()
+
+
+def test_pipeline_names_and_interpolations_are_checked():
+    with pytest.raises(UsageError, match="pipeline 'skimage'"):
+        CropParams(library="skimage")
+    with pytest.raises(UsageError, match="'area' for the pillow pipeline"):
+        CropParams(library="pillow")  # area is OpenCV's
+    with pytest.raises(UsageError, match="'bilinear' for the opencv pipeline"):
+        CropParams(interpolation="bilinear")
+    with pytest.raises(UsageError, match="unknown profile 'nope'"):
+        normalise(np.zeros((1, 4, 4, 3), dtype=np.uint8), "nope")
+    with pytest.raises(UsageError, match="unknown profile"):
+        crop_params_for("nope")
+
+
+def test_every_model_package_profile_is_one_the_harness_accepts():
+    assert set(cli.PROFILE_NAMES) == set(PROFILES)
+    choices = next(a.choices for a in cli.build_parser()._actions if a.dest == "profile")
+    assert set(choices) == set(PROFILES)
+    seen = set()
+    for meta_path in sorted((ROOT / "packages").glob("model-*/meta.json")):
+        profile = json.loads(meta_path.read_text())["env"]["ML_MODEL_PROFILE"]
+        assert profile in PROFILES, meta_path
+        seen.add(profile)
+    assert PYTORCH in seen
+    # the program passes the model's profile to the harness
+    argv = json.loads((BASE / "meta.json").read_text())["argv"]
+    assert ["--profile", "{env:ML_MODEL_PROFILE}"] in argv
+
+
+@pytest.mark.slow
+def test_pytorch_backend_runs_the_pytorch_profile_end_to_end(photo_dir, tmp_path):
+    torch = pytest.importorskip("torch")
+    from harness.resnet50 import build_resnet50, seeded_state_dict
+
+    # seeded weights see inputs of the mean-subtracted scale; scale conv1 so /255-normalised ones
+    # (about 58 times smaller) tell these photos apart too
+    state = seeded_state_dict(0)
+    state["conv1.weight"] = state["conv1.weight"] * 58.0
+    model_path = tmp_path / "resnet50_scaled.pth"
+    torch.save(state, model_path)
+    model = build_resnet50()
+    model.load_state_dict(state)
+    dataset = load_dataset(photo_dir)
+    crops = np.stack([torchvision_style_crop(s.path) for s in dataset.samples])
+    tensor = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous().float().div(255)
+    tensor = tensor.sub(torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)).div(torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+    with torch.no_grad():
+        expected = model(tensor).argmax(1).tolist()
+        other = model(torch.from_numpy(normalise(np.stack([straightforward_crop(s.path) for s in dataset.samples]),
+                                                 PYTORCH))).argmax(1).tolist()
+    assert len(set(expected)) >= 3 and expected != other, "the photos and the two crops must be told apart"
+
+    cache = tmp_path / "cache"
+    CropCache(cache).ensure(dataset.samples, progress=False)  # OpenCV crops of the same photos already there
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "EXTRA_OPS"}
+    env.update(PYTHONPATH=str(BASE), PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "--backend", "pytorch", "--model", str(model_path), "--profile", PYTORCH,
+         "--scenario", "Offline", "--accuracy", "--dataset-path", str(photo_dir), "--cache-dir", str(cache),
+         "--max-batchsize", "2", "--accuracy-meaningless", "--output", str(run)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    entries = json.loads((run / "mlperf_log_accuracy.json").read_text())
+    got = {e["qsl_idx"]: int(np.frombuffer(bytes.fromhex(e["data"]), dtype=np.float32)[0]) for e in entries}
+    assert got == dict(enumerate(expected))
+    result = json.loads((run / "result.json").read_text())
+    assert result["model"]["profile"] == PYTORCH
+    assert result["dataset"]["preprocessed_now"] == 4  # none of the OpenCV crops was taken
+    assert Path(result["dataset"]["cache_dir"]).name == f"crops-{crop_params_for(PYTORCH).key}"

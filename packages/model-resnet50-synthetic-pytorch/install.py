@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as _json
+import os as _os
 import pathlib as _pathlib
 import typing as _typing
 
@@ -42,9 +43,10 @@ def install(
     menv = meta.get("env", {})
     argv = [
         python,
-        str(package_dir / "save.py"),
-        "--base",
-        str(base),
+        "-m",
+        "harness.resnet50",
+        "--format",
+        "state_dict",
         "--seed",
         str(seed),
         "--out",
@@ -55,7 +57,7 @@ def install(
         str(menv.get("ML_MODEL_NUM_CLASSES", 1000)),
     ]
     info(f"saving ResNet50 v1.5 RANDOM weights (seed {seed}): accuracy is meaningless, for performance work only")
-    _hooks.run_script(argv, env=env, timeout=_TIMEOUT_S, what="synthetic ResNet50 state_dict")
+    _hooks.run_script(argv, env=_script_env(env, base), timeout=_TIMEOUT_S, what="synthetic ResNet50 state_dict")
     report = _read_report(install_dir / _REPORT, seed)
     return {"ML_MODEL_WEIGHTS_SHA256": report["weights_sha256"]}
 
@@ -70,6 +72,12 @@ def _harness_base(package_dir: _pathlib.Path, env: dict[str, str]) -> _pathlib.P
             hint=f"set {_BASE_ENV} to the directory of the image-classification-base program entry",
         )
     return base.resolve()
+
+
+def _script_env(env: dict[str, str], base: _pathlib.Path) -> dict[str, str]:
+    """``env`` with the harness importable first; PYTHONSAFEPATH keeps the cwd out of sys.path (3.11+)."""
+    path = _os.pathsep.join(filter(None, [str(base), env.get("PYTHONPATH")]))
+    return {**env, "PYTHONPATH": path, "PYTHONSAFEPATH": "1"}
 
 
 def _read_report(path: _pathlib.Path, seed: int) -> dict:

@@ -21,6 +21,8 @@ from .settings import SCENARIOS
 log = logging.getLogger("harness")
 
 DEFAULT_USER_CONF = Path(__file__).resolve().parent.parent / "user.conf"
+# The names of preprocess.PROFILES, listed here so that parsing options imports neither OpenCV nor numpy.
+PROFILE_NAMES = ("mlperf-resnet50", "mlperf-resnet50-pytorch", "efficientnet-lite")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "pytorch", "null"))
     p.add_argument("--model", help="model file (.onnx for onnxruntime; .pth/.pt for pytorch)")
     p.add_argument("--model-name", default="resnet50", help="model name for mlperf.conf/user.conf lookup")
-    p.add_argument("--profile", default="mlperf-resnet50", choices=("mlperf-resnet50", "efficientnet-lite"),
-                   help="input normalisation")
+    p.add_argument("--profile", default="mlperf-resnet50", choices=PROFILE_NAMES,
+                   help="preprocessing: crop pipeline and input normalisation")
     p.add_argument("--dataset-path", required=True, help="directory holding the images")
     p.add_argument("--dataset-list", help="val_map (default: DATASET_PATH/val_map.txt)")
     p.add_argument("--cache-dir", help="preprocessed crop cache (default: OUTPUT/preprocessed)")
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .backends import create_backend
     from .dataset import load_dataset
     from .fileio import write_json_atomic
-    from .preprocess import CropCache, available_cores
+    from .preprocess import CropCache, available_cores, crop_params_for
     from .result import build_result
     from .settings import Overrides, build_test_settings
 
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           samples_per_query=args.samples_per_query)
     settings, rules = build_test_settings(args.model_name, args.scenario, accuracy=args.accuracy,
                                           user_conf=user_conf, overrides=overrides, total_samples=len(dataset))
-    cache = CropCache(args.cache_dir or output / "preprocessed")
+    cache = CropCache(args.cache_dir or output / "preprocessed", crop_params_for(args.profile))
     report = cache.ensure(dataset.samples)
     log.info("dataset: %d images (%d preprocessed now, %d from cache)", len(dataset), report.computed, report.reused)
     backend = create_backend(

@@ -1,18 +1,28 @@
-"""The MLPerf reference image pipeline to the pixel, a keyed uint8 crop cache, and load-time normalisation."""
-# Pipeline (must match the reference exactly; it moves top-1 by ~0.3% otherwise): ``cv2.imread`` (BGR,
-# 3 channels) -> RGB; resize with INTER_AREA so that the shorter side becomes
-# ``int(100 * 224 / 87.5) = 256`` and the other ``int(256 * long / short)``; centre crop 224 at
-# ``left = int((w - 224) / 2)``, ``top = int((h - 224) / 2)``. The crop is still uint8 and is cached
-# as such; normalisation (``mlperf-resnet50``: minus the RGB means; ``efficientnet-lite``:
+"""The MLPerf reference image pipelines to the pixel, a keyed uint8 crop cache, and load-time normalisation."""
+# Two pipelines, each matching its reference exactly (a pixel's difference moves top-1 by ~0.3%):
+#
+# - ``opencv`` (the ONNX/TF models): ``cv2.imread`` (BGR, 3 channels) -> RGB; resize with INTER_AREA so
+#   that the shorter side becomes ``int(100 * 224 / 87.5) = 256`` and the other
+#   ``int(256 * long / short)``; centre crop 224 at ``left = int((w - 224) / 2)``,
+#   ``top = int((h - 224) / 2)``.
+# - ``pillow`` (the PyTorch weights; torchvision's F.resize + F.center_crop): the same OpenCV read and
+#   RGB array as a PIL image; PIL bilinear resize to the same sizes; centre crop 224 at
+#   ``top = int(round((h - 224) / 2.0))``, left likewise (Python's round: halves go to even).
+#
+# Both crops are still uint8 and are cached as such; normalisation (``mlperf-resnet50``: minus the RGB
+# means; ``mlperf-resnet50-pytorch``: ``/ 255``, minus the ImageNet means, divided by the stds, step
+# by step in float32 as torchvision's to_tensor and normalize compute it; ``efficientnet-lite``:
 # ``(x - 127) / 128``) and the layout change happen when samples are loaded, with identical results.
+# Pillow is imported only by the ``pillow`` pipeline.
 #
 # Cache layout: ``<cache_dir>/crops-<params key>/<image stem>-<source key>.npy``, one file per image.
-# The params key hashes the geometry, interpolation and OpenCV version; the source key hashes the
-# image's absolute path, size and mtime. A changed parameter or image therefore misses the cache and
-# is recomputed. One file per image (rather than one memory-mapped array per list) keeps the cache
-# shared between lists and ``--count`` values, lets a partial build be resumed, makes each write
-# atomic on its own (temporary file + os.replace) and is safe with several runs at once; reading the
-# 1,024 crops of a performance run from a warm page cache takes ~0.25 s (outside the timed test).
+# The params key hashes the geometry, interpolation, pipeline and library versions; the source key
+# hashes the image's absolute path, size and mtime. A changed parameter or image therefore misses the
+# cache and is recomputed, and crops of the two pipelines never share a directory. One file per
+# image (rather than one memory-mapped array per list) keeps the cache shared between lists and
+# ``--count`` values, lets a partial build be resumed, makes each write atomic on its own (temporary
+# file + os.replace) and is safe with several runs at once; reading the 1,024 crops of a performance
+# run from a warm page cache takes ~0.25 s (outside the timed test).
 from __future__ import annotations
 
 import hashlib
@@ -24,34 +34,45 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
 from .dataset import Sample
-from .errors import FormatError, UsageError
+from .errors import FormatError, HarnessError, UsageError
 from .fileio import write_atomic
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+# Pillow's resampling filters by name (looked up on PIL.Image.Resampling when Pillow is imported).
+PIL_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+# The pipelines and the interpolations each accepts.
+LIBRARIES = {"opencv": tuple(INTERPOLATIONS), "pillow": PIL_INTERPOLATIONS}
 LAYOUTS = ("NCHW", "NHWC")
 INLINE_BELOW = 16  # fewer missing crops than this are computed in-process
 
 
 @dataclass(frozen=True)
 class CropParams:
-    """Geometry of the crop: output side, the crop percentage (87.5 -> resize to 256) and interpolation."""
+    """Geometry of the crop: output side, the crop percentage (87.5 -> resize to 256), interpolation
+    and pipeline (``opencv``: the MLPerf reference; ``pillow``: torchvision's PIL resize and crop)."""
 
     size: int = 224
     crop_percent: float = 87.5
     interpolation: str = "area"
+    library: str = "opencv"
 
     def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise UsageError(f"unknown interpolation {self.interpolation!r}; known: {', '.join(INTERPOLATIONS)}")
+        if self.library not in LIBRARIES:
+            raise UsageError(f"unknown crop pipeline {self.library!r}; known: {', '.join(LIBRARIES)}")
+        known = LIBRARIES[self.library]
+        if self.interpolation not in known:
+            raise UsageError(f"unknown interpolation {self.interpolation!r} for the {self.library} pipeline; "
+                             f"known: {', '.join(known)}")
         if self.size <= 0 or not 0 < self.crop_percent <= 100:
             raise UsageError(f"bad crop parameters: size={self.size}, crop_percent={self.crop_percent}")
 
@@ -62,28 +83,75 @@ class CropParams:
 
     @property
     def key(self) -> str:
-        """A short hash of everything that changes the pixels of a crop (OpenCV version included)."""
-        text = json.dumps(
-            {"format": CACHE_FORMAT, "size": self.size, "crop_percent": self.crop_percent,
-             "interpolation": self.interpolation, "cv2": cv2.__version__},
-            sort_keys=True,
-        )
+        """A short hash of everything that changes the pixels of a crop (library versions included).
+
+        Raises HarnessError for the ``pillow`` pipeline when Pillow is not installed.
+        """
+        fields: dict[str, object] = {"format": CACHE_FORMAT, "size": self.size, "crop_percent": self.crop_percent,
+                                     "interpolation": self.interpolation, "cv2": cv2.__version__}
+        if self.library != "opencv":  # the opencv key stays what it always was: existing caches stay valid
+            fields.update(library=self.library, pillow=_pillow("the pillow crop pipeline").__version__)
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Load-time normalisation: ``(x - mean[c]) * scale`` in float32 (RGB channel order)."""
+    """Load-time normalisation in float32 (RGB channel order) and the crop geometry it expects.
+
+    Without ``divisor`` and ``std``: ``(x - mean[c]) * scale``. With them (torchvision's to_tensor
+    and normalize): ``x / divisor``, then minus ``mean[c]``, then divided by ``std[c]``, one rounded
+    float32 step at a time, as torch computes it.
+    """
 
     name: str
     mean: tuple[float, float, float]
     scale: float | None = None
+    divisor: float | None = None
+    std: tuple[float, float, float] | None = None
+    crop: CropParams = CropParams()
 
 
 PROFILES = {
     "mlperf-resnet50": Profile("mlperf-resnet50", (123.68, 116.78, 103.94)),
+    "mlperf-resnet50-pytorch": Profile(
+        "mlperf-resnet50-pytorch", (0.485, 0.456, 0.406), divisor=255.0, std=(0.229, 0.224, 0.225),
+        crop=CropParams(interpolation="bilinear", library="pillow"),
+    ),
     "efficientnet-lite": Profile("efficientnet-lite", (127.0, 127.0, 127.0), 1.0 / 128.0),
 }
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    """The :class:`Profile` called ``profile`` (a Profile is returned as is); UsageError if unknown."""
+    if isinstance(profile, Profile):
+        return profile
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise UsageError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}") from None
+
+
+def crop_params_for(profile: str | Profile) -> CropParams:
+    """The crop geometry ``profile`` expects, after checking that its pipeline's library imports.
+
+    Raises UsageError for an unknown profile, HarnessError naming the profile when it needs Pillow
+    and Pillow is not installed.
+    """
+    prof = get_profile(profile)
+    if prof.crop.library == "pillow":
+        _pillow(f"profile {prof.name!r} (PIL bilinear resize, as torchvision)")
+    return prof.crop
+
+
+def _pillow(purpose: str) -> ModuleType:
+    """``PIL.Image``, imported now; HarnessError saying what needs it and how to install it if missing."""
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise HarnessError(f"{purpose} needs Pillow, which cannot be imported ({exc}): pip install pillow",
+                           hint="pip install pillow") from None
+    return Image
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -97,27 +165,46 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def resized_shape(height: int, width: int, side: int) -> tuple[int, int]:
+    """(new height, new width): the shorter side becomes ``side``, the other ``int(side * long / short)``."""
+    if height > width:
+        return int(side * height / width), side
+    return side, int(side * width / height)
+
+
 def resize_shorter_side(image: np.ndarray, side: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """Resize so the shorter side is ``side`` and the other ``int(side * long / short)`` (truncated)."""
-    height, width = image.shape[:2]
-    if height > width:
-        new_w, new_h = side, int(side * height / width)
-    else:
-        new_w, new_h = int(side * width / height), side
+    new_h, new_w = resized_shape(*image.shape[:2], side)
     return cv2.resize(image, (new_w, new_h), interpolation=interpolation)
 
 
-def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Crop ``size`` x ``size`` at left = int((w - size) / 2), top = int((h - size) / 2)."""
+def centre_crop(image: np.ndarray, size: int, *, rounded: bool = False) -> np.ndarray:
+    """Crop ``size`` x ``size`` at left = int((w - size) / 2), top = int((h - size) / 2).
+
+    With ``rounded``, as torchvision: left = int(round((w - size) / 2.0)), top likewise (halves to even).
+    """
     height, width = image.shape[:2]
-    left = int((width - size) / 2)
-    top = int((height - size) / 2)
+    if rounded:
+        left, top = round((width - size) / 2.0), round((height - size) / 2.0)
+    else:
+        left, top = int((width - size) / 2), int((height - size) / 2)
     return image[top:top + size, left:left + size]
 
 
+def _pillow_resize(image: np.ndarray, side: int, interpolation: str) -> np.ndarray:
+    """torchvision's F.resize(img, side) on a PIL image of the RGB array, back as a uint8 array."""
+    pil = _pillow("the pillow crop pipeline")
+    new_h, new_w = resized_shape(*image.shape[:2], side)
+    resample = getattr(pil.Resampling, interpolation.upper())
+    return np.asarray(pil.fromarray(image).resize((new_w, new_h), resample))
+
+
 def crop_image(path: str | os.PathLike, params: CropParams = CropParams()) -> np.ndarray:
-    """The reference pipeline up to the uint8 crop: read, RGB, resize shorter side, centre crop."""
+    """The pipeline up to the uint8 crop: read, RGB, resize the shorter side, centre crop."""
     image = read_rgb(path)
+    if params.library == "pillow":
+        resized = _pillow_resize(image, params.resize_side, params.interpolation)
+        return np.ascontiguousarray(centre_crop(resized, params.size, rounded=True))
     resized = resize_shorter_side(image, params.resize_side, INTERPOLATIONS[params.interpolation])
     return np.ascontiguousarray(centre_crop(resized, params.size))
 
@@ -128,24 +215,28 @@ def normalise(
 ) -> np.ndarray:
     """Turn uint8 crops (N, H, W, 3) into float32 model input in ``layout``, writing into ``out`` if given.
 
-    Results are bit-identical to converting to float32 first and subtracting float32 means.
+    Results are bit-identical to converting to float32 first and then applying the profile's float32
+    steps one by one. Raises UsageError for an unknown profile or layout.
     """
-    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    prof = get_profile(profile)
     if layout not in LAYOUTS:
         raise UsageError(f"unknown data layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
         raise ValueError(f"expected uint8 crops of shape (N, H, W, 3), got {crops.dtype} {crops.shape}")
-    mean = np.asarray(prof.mean, dtype=np.float32)
-    if layout == "NCHW":
-        source = crops.transpose(0, 3, 1, 2)
-        mean = mean.reshape(1, 3, 1, 1)
-    else:
-        source = crops
+    channel_shape = (1, 3, 1, 1) if layout == "NCHW" else (3,)
+    mean = np.asarray(prof.mean, dtype=np.float32).reshape(channel_shape)
+    source = crops.transpose(0, 3, 1, 2) if layout == "NCHW" else crops
     if out is None:
         out = np.empty(source.shape, dtype=np.float32)
-    np.subtract(source, mean, out=out, dtype=np.float32)
+    if prof.divisor is not None:
+        np.divide(source, np.float32(prof.divisor), out=out, dtype=np.float32)
+        np.subtract(out, mean, out=out)
+    else:
+        np.subtract(source, mean, out=out, dtype=np.float32)
     if prof.scale is not None:
         np.multiply(out, np.float32(prof.scale), out=out)
+    if prof.std is not None:
+        np.divide(out, np.asarray(prof.std, dtype=np.float32).reshape(channel_shape), out=out)
     return out
 
 

@@ -10,15 +10,38 @@
 # ``layerN.0.downsample.0`` (1x1 conv) / ``.1`` (batch norm) and ``fc``, so the MLPerf PyTorch weights
 # (resnet50-19c8e357.pth) load into :func:`build_resnet50` with ``strict=True``.
 # torch is imported here at module level: import this module only where torch is wanted.
+#
+# Command line (the install hooks of the synthetic model packages run it in a subprocess):
+#   PYTHONPATH=<program base dir> python -m harness.resnet50 --seed N --format onnx|state_dict
+#       --out FILE --report FILE [--opset 17] [--num-classes 1000] [--input-name] [--output-name]
+# builds the seeded model, writes it (atomically), checks it (ONNX: onnxruntime against torch;
+# state_dict: reloaded strictly into the definition with the same tensors) and writes a JSON report
+# (seed, weights digest, ...). Exit status: 0 ok, 2 bad option, 3 a check failed (the model file is
+# removed), 4 a missing input (torch, or onnxruntime for the ONNX check), 1 anything else; the reason
+# is one ``error:`` line on stderr.
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
+import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
-from torch import nn
+EXIT_CHECK_FAILED = 3
+EXIT_MISSING_INPUT = 4
+
+try:
+    import torch
+    from torch import nn
+except ImportError as _missing:
+    if __name__ != "__main__":
+        raise
+    print(f"error: cannot import torch, which builds the model: {_missing}", file=sys.stderr)
+    raise SystemExit(EXIT_MISSING_INPUT) from None
 
 BLOCKS_PER_STAGE = (3, 4, 6, 3)
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -196,3 +219,153 @@ def export_onnx(
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+# ---------------------------------------------------------------------------------------------- command line
+FORMATS = ("onnx", "state_dict")
+
+
+class CheckFailed(Exception):
+    """A written model does not reproduce the one built here."""
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors (name, dtype, shape, bytes) in key order: equal iff the weights are equal."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically (mode 0644); returns the path.
+
+    torch.save gets a file object, not a name, so the record prefix inside the archive is always
+    'archive' whatever the file is called.
+    """
+    from .fileio import write_atomic
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, lambda handle: torch.save(state, handle))
+
+
+def check_onnx(model: nn.Module, path: Path, *, input_name: str, output_name: str, seed: int,
+               tolerance: float) -> float:
+    """Compare onnxruntime on ``path`` with softmax(torch) on two seeded images; return the max abs diff.
+
+    Raises CheckFailed on other input/output names, other shapes, or a difference over ``tolerance``;
+    ImportError when onnxruntime is missing.
+    """
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    if names != ([input_name], [output_name]):
+        raise CheckFailed(f"{path}: inputs/outputs are {names}, expected ([{input_name}], [{output_name}])")
+    batch = np.random.default_rng(seed).uniform(-128.0, 128.0, size=(2, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(batch)), dim=1).numpy()
+    actual = session.run([output_name], {input_name: batch})[0]
+    if actual.shape != expected.shape:
+        raise CheckFailed(f"{path}: output shape {actual.shape}, torch gives {expected.shape}")
+    diff = float(np.abs(actual - expected).max())
+    if not diff <= tolerance:
+        raise CheckFailed(f"{path}: ONNX differs from torch by max abs {diff:.3g} (tolerance {tolerance:g})")
+    return diff
+
+
+def check_state_dict(path: Path, expected_digest: str, *, num_classes: int) -> None:
+    """Load ``path`` (weights only) into a fresh definition, strictly; CheckFailed if anything differs."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        build_resnet50(num_classes=num_classes).load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckFailed(f"{path} does not load into build_resnet50(): {exc}") from exc
+    if weights_digest(state) != expected_digest:
+        raise CheckFailed(f"{path} holds other weights than the ones saved")
+
+
+def write_seeded(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the seeded model, write it in ``args.format`` to ``args.out`` and check it; return the report.
+
+    Raises CheckFailed (the written file is removed first) or ImportError.
+    """
+    state = seeded_state_dict(args.seed, num_classes=args.num_classes)
+    report: dict[str, Any] = {"accuracy_meaningless": True, "format": args.format, "num_classes": args.num_classes,
+                              "seed": args.seed, "tensors": len(state), "torch_version": torch.__version__,
+                              "weights_sha256": weights_digest(state)}
+    try:
+        if args.format == "onnx":
+            model = build_resnet50(num_classes=args.num_classes)
+            model.load_state_dict(state, strict=True)
+            export_onnx(model, args.out, opset=args.opset, input_name=args.input_name,
+                        output_name=args.output_name, softmax=True)
+            report["max_abs_diff"] = check_onnx(model, args.out, input_name=args.input_name,
+                                                output_name=args.output_name, seed=args.seed,
+                                                tolerance=args.tolerance)
+            report["opset"] = args.opset
+            report["onnx_sha256"] = hashlib.sha256(args.out.read_bytes()).hexdigest()
+        else:
+            save_state_dict(state, args.out)
+            check_state_dict(args.out, report["weights_sha256"], num_classes=args.num_classes)
+    except CheckFailed:
+        args.out.unlink(missing_ok=True)
+        raise
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options of ``python -m harness.resnet50``."""
+    p = argparse.ArgumentParser(
+        prog="python -m harness.resnet50",
+        description="Write ResNet50 v1.5 with seeded RANDOM weights (accuracy meaningless) as ONNX or a "
+                    "state_dict, check it and write a JSON report.",
+    )
+    p.add_argument("--seed", type=int, required=True, help="the same seed gives the same weights")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", type=Path, required=True, help="the model file to write")
+    p.add_argument("--report", type=Path, required=True, help="the JSON report to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--input-name", default="input_tensor:0", help="ONNX input name")
+    p.add_argument("--output-name", default="softmax_tensor:0", help="ONNX output name (a softmax)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="ONNX check: largest max abs diff to torch")
+    return p
+
+
+def _failure(exc: Exception) -> tuple[int, str]:
+    """The exit status of a failure and the start of its error line."""
+    if isinstance(exc, CheckFailed):
+        return EXIT_CHECK_FAILED, "check failed"
+    if isinstance(exc, ImportError):
+        return EXIT_MISSING_INPUT, "a module the model needs cannot be imported"
+    return 1, "cannot write the model or its report"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m harness.resnet50``; returns the exit status (see the module comment)."""
+    from .fileio import write_json_atomic
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_classes <= 0:
+        parser.error(f"--num-classes must be positive, got {args.num_classes}")
+    try:
+        report = write_seeded(args)
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.report, report)
+    except (CheckFailed, ImportError, OSError) as exc:
+        status, what = _failure(exc)
+        print(f"error: {what}: {exc}", file=sys.stderr)
+        return status
+    print(f"wrote {args.out} ({args.format}, seed {args.seed}, weights sha256 {report['weights_sha256']}) "
+          f"and {args.report}; accuracy is meaningless", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
