@@ -80,6 +80,7 @@ class Context:
             interactive = _stdin_is_tty()
         self.interactive = bool(interactive) and not quiet
         self._registry: Registry | None = None
+        self._registry_stamp: int | None = None
         self._index: Index | None = None
 
     @property
@@ -89,8 +90,26 @@ class Context:
             from .repo import Registry
 
             self.home.ensure()
+            self._registry_stamp = self._repos_json_stamp()
             self._registry = Registry.load(self.home)
         return self._registry
+
+    def _repos_json_stamp(self) -> int | None:
+        try:
+            return self.home.repos_json.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def expire(self) -> None:
+        """Let the next query look at the disk again (for long-lived contexts, such as the web service's).
+
+        The registry is re-read only if repos.json changed; otherwise the index connection is kept and
+        only re-checks what changed.
+        """
+        if self._registry is not None and self._repos_json_stamp() != self._registry_stamp:
+            self.forget_registry()
+        elif self._index is not None:
+            self._index.expire()
 
     @property
     def index(self) -> "Index":

@@ -164,9 +164,12 @@ class ContextPool:
             generation = self._generation
         if pooled is None:
             pooled = _Pooled(self.new_context(), generation)
-        elif pooled.generation != generation or time.monotonic() - pooled.checked >= self.refresh_interval:
-            pooled.ctx.forget_registry()
+        elif pooled.generation != generation:
+            pooled.ctx.forget_registry()  # this server wrote something: start from the registry
             pooled.generation = generation
+            pooled.checked = time.monotonic()
+        elif time.monotonic() - pooled.checked >= self.refresh_interval:
+            pooled.ctx.expire()  # others may have written: re-check the disk, keep the connection
             pooled.checked = time.monotonic()
         pooled.ctx.reporter = Reporter()
         try:
