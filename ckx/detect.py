@@ -17,7 +17,6 @@ the candidate, and detection goes on with the next candidate.
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import inspect
 import json
 import logging
@@ -43,6 +42,7 @@ from .envs import (
     version_text,
 )
 from .errors import CkxError, MetaError, NotFound, UsageError
+from .hooks import load_source_module
 from .index import EntryRecord, Query, split_tags
 from .jsonio import read_json, write_json_atomic
 
@@ -292,17 +292,10 @@ def load_hooks(path: Path) -> dict[str, Callable[..., Any]]:
     if cached is not None:
         return cached
     name = f"_ckx_soft_customize_{abs(hash(str(path))):x}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise MetaError(f"{path}: cannot be loaded as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        module = load_source_module(path, name)
     except Exception as exc:  # noqa: BLE001 - any failure of foreign code becomes a MetaError naming it
         raise MetaError(f"{path}: failed to load: {type(exc).__name__}: {exc}") from None
-    finally:
-        sys.modules.pop(name, None)
     hooks: dict[str, Callable[..., Any]] = {}
     for attr, value in vars(module).items():
         if attr.startswith("_") or not inspect.isfunction(value) or value.__module__ != name:

@@ -1,10 +1,31 @@
-"""Helpers for package install hooks: run a helper script and map its exit status to a typed error."""
+"""Helpers for code that entries carry (install.py, customize.py): load it, and run its helper scripts."""
 from __future__ import annotations
 
 import subprocess
+import sys
+import types
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from .errors import CkxError, IntegrityError, NotFound
+
+def load_source_module(path: Path, name: str) -> types.ModuleType:
+    """Execute a Python file as a module named ``name`` without writing bytecode next to it.
+
+    Entries live in repo checkouts, which ckx never writes into; the import system would leave a
+    ``__pycache__`` directory there. Exceptions raised by the file's code propagate unchanged.
+    """
+    source = Path(path).read_bytes()
+    code = compile(source, str(path), "exec", dont_inherit=True)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module  # for code that looks itself up while it runs (dataclasses, typing)
+    try:
+        exec(code, module.__dict__)
+    finally:
+        sys.modules.pop(name, None)
+    return module
+
 
 # Exit statuses the helper scripts of the built-in packages use.
 EXIT_CHECK_FAILED = 3

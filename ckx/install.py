@@ -26,7 +26,6 @@ exactly one public function, ``install``, with exactly the keyword-only paramete
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import inspect
 import logging
 import os
@@ -44,9 +43,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from .cid import Cid
 from .context import Context
 from .entry import deep_merge, normalise_tags, validate_meta
-from .errors import (Ambiguous, DownloadError, ChecksumMismatch, CkxError, IntegrityError, MetaError, NotFound, ResolutionError,
-                     UsageError)
+from .errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, IntegrityError, MetaError, NotFound,
+                     ResolutionError, UsageError)
 from .generic import find_entries, merged_meta
+from .hooks import load_source_module
 from .index import EntryRecord, Query, split_tags
 
 if TYPE_CHECKING:
@@ -231,12 +231,8 @@ def load_hook(path: Path) -> Callable[..., Any]:
     """
     path = Path(path)
     module_name = f"_ckx_install_hook_{secrets.token_hex(6)}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise MetaError(f"{path}: cannot be loaded as a Python module")
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        module = load_source_module(path, module_name)
     except CkxError:
         raise
     except BaseException as exc:

@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Tests import entry code (the harness) in process: leave no bytecode in the repo's entries.
+sys.dont_write_bytecode = True
 
 from httpserver import http_server  # noqa: E402,F401  (the loopback download server fixture)
 
