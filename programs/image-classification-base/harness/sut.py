@@ -201,17 +201,14 @@ class SingleStreamSUT(SystemUnderTest):
         self.batches += 1
 
 
-class OfflineSUT(SystemUnderTest):
-    """One worker thread runs the big query batch by batch, completing each batch as it finishes."""
-
-    scenario = "Offline"
+class _WorkerSUT(SystemUnderTest):
+    """A SUT whose batches run on one worker thread (the runtime's own threads use the cores)."""
 
     def __init__(self, backend: Backend, qsl: SampleLibrary, *, max_batch: int) -> None:
         super().__init__(backend, qsl, max_batch=max_batch)
-        self._queries: collections.deque = collections.deque()
         self._wake = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._work, name="offline-worker", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=f"{self.scenario.lower()}-worker", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -221,6 +218,19 @@ class OfflineSUT(SystemUnderTest):
             self._stopping = True
             self._wake.notify()
         self._thread.join()
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+
+class OfflineSUT(_WorkerSUT):
+    """One worker thread runs the big query batch by batch, completing each batch as it finishes."""
+
+    scenario = "Offline"
+
+    def __init__(self, backend: Backend, qsl: SampleLibrary, *, max_batch: int) -> None:
+        super().__init__(backend, qsl, max_batch=max_batch)
+        self._queries: collections.deque = collections.deque()
 
     def issue_queries(self, ids: list[int], indices: list[int]) -> None:
         with self._wake:
@@ -240,26 +250,14 @@ class OfflineSUT(SystemUnderTest):
                 self.run_batch(ids[start:start + step], indices[start:start + step])
 
 
-class QueueSUT(SystemUnderTest):
+class QueueSUT(_WorkerSUT):
     """Server and MultiStream: a queue with dynamic batching (everything waiting, up to max_batch)."""
 
     def __init__(self, backend: Backend, qsl: SampleLibrary, *, max_batch: int, scenario: str) -> None:
-        super().__init__(backend, qsl, max_batch=max_batch)
         self.scenario = scenario
+        super().__init__(backend, qsl, max_batch=max_batch)
         self._pending: collections.deque = collections.deque()
-        self._wake = threading.Condition()
-        self._stopping = False
         self._idle = False
-        self._thread = threading.Thread(target=self._work, name=f"{scenario.lower()}-worker", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        self._thread.join()
 
     def issue_queries(self, ids: list[int], indices: list[int]) -> None:
         self._pending.extend(zip(ids, indices))
