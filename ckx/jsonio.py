@@ -52,7 +52,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, usual_file_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -70,6 +70,11 @@ def _read_umask() -> int:
 
 # Read once at import, before any thread starts: os.umask() is process-wide and briefly changes it.
 _UMASK = _read_umask()
+
+
+def usual_file_mode() -> int:
+    """The mode a plain new file gets (0666 minus the umask); mkstemp's files are 0600 until chmod-ed."""
+    return 0o666 & ~_UMASK
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -42,7 +42,7 @@ from .errors import CkxError, IntegrityError, MetaError, NotFound, UnsafeArchive
 from .generic import find_entries, resolve_entry
 from .home import LOCAL_REPO_NAME, builtin_repo_path
 from .index import EntryRecord, Query
-from .jsonio import read_json
+from .jsonio import read_json, usual_file_mode
 from .repo import (
     CK_REPO_FILE, DIR_KINDS, META_NAMES, NATIVE_REPO_FILE, Registry, Repo, detect_format,
     read_repo_description,
@@ -535,6 +535,7 @@ def _write_zip(archive: Path, members: list[tuple[str, Path]]) -> tuple[int, int
                 info.compress_type = zipfile.ZIP_DEFLATED
                 with open(path, "rb") as source, zf.open(info, "w") as target:
                     shutil.copyfileobj(source, target, 1 << 20)
+        os.chmod(tmp, usual_file_mode())
         os.replace(tmp, archive)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
