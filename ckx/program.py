@@ -642,27 +642,20 @@ def record_result(ctx: Context, path: Path, run_section: Mapping[str, Any]) -> d
     return written if program_result else {}
 
 
-_INSTALLING_LINE = re.compile(r"^installing (?:[\w.+@=-]+:)?package:([\w.+@=-]+)(?: \(variation ([^)\s]+)\))?")
-
-
 def _download_ways_forward(ctx: Context, exc: DownloadError, name: str, key: str, offline: bool) -> str:
     """The hint for a dependency that could not be downloaded: --local_path, or the embedded defaults.
 
-    The package is the error's ``package`` when it has one, else the last one the installer announced.
+    The installer names the package and variation on the error.
     """
     package, variation = getattr(exc, "package", None), getattr(exc, "variation", None)
-    if not package:
-        found = next((m for m in map(_INSTALLING_LINE.match, reversed(ctx.reporter.messages)) if m), None)
-        if found:
-            package, variation = found.group(1), found.group(2)
     target = f"package:{package}" if package else "package:NAME"
     if variation:
         target += f" --variation={variation}"
     ways = [f"fetch the file by other means and install it with 'ckx install {target} --local_path=FILE' "
             "(its checksum is still verified), then run again"]
     if not offline:
-        ways.append(f"use the embedded defaults, which need no download: "
-                    f"ckx run program:{name} --cmd_key={key} --offline")
+        ways.append(f"use the embedded defaults, which need no download: add --offline "
+                    f"(ckx run program:{name} --cmd_key={key} --offline)")
     return "; or ".join(ways)
 
 
