@@ -15,9 +15,10 @@ from . import __version__
 from .context import Context
 from .errors import CkxError, UsageError
 from .experiment import (
-    MODULE, Experiment, as_bool, as_int, experiment_records, machine_label, read_experiment,
+    MODULE, Experiment, experiment_records, machine_label, read_experiment,
 )
 from .home import Home
+from .inputs import as_bool, as_int
 from .jsonio import write_text_atomic
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .cid import Cid, check_name, is_uid, new_uid
 from .context import Context
 from .errors import Ambiguous, MetaError, NotFound, ProgramFailed, UsageError
+from .inputs import as_bool, as_int
 from .index import EntryRecord, Query
 from .jsonio import read_json, write_json_atomic, write_text_atomic
 from .repo import Repo
@@ -610,37 +611,6 @@ def env_text(choices: Mapping[str, Any], limit: int = 60) -> str:
 
 
 # -- input coercion ------------------------------------------------------------------------------
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n", ""}
-
-
-def as_bool(value: Any, name: str) -> bool:
-    """A CLI flag value as a boolean; UsageError for anything else."""
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise UsageError(f"--{name} takes yes or no, not {value!r}")
-
-
-def as_int(value: Any, name: str, default: int, minimum: int = 1) -> int:
-    """A CLI integer (strings allowed) no smaller than ``minimum``; UsageError otherwise."""
-    if value is None:
-        return default
-    try:
-        number = int(str(value).strip()) if not isinstance(value, bool) else None
-    except ValueError:
-        number = None
-    if number is None or number < minimum:
-        raise UsageError(f"--{name} must be an integer >= {minimum}, not {value!r}")
-    return number
-
-
 def as_list(value: Any) -> list[str]:
     """A comma-separated string or a list as a list of non-empty strings."""
     if value is None or value is False or value is True:

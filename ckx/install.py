@@ -47,6 +47,7 @@ from .errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, Integ
                      ResolutionError, UsageError)
 from .generic import find_entries, merged_meta
 from .hooks import load_source_module
+from .inputs import as_bool
 from .index import EntryRecord, Query, split_tags
 
 if TYPE_CHECKING:
@@ -886,7 +887,7 @@ def action_install(ctx: Context, inp: dict) -> dict:
         variation=_text_or_none(inp.get("variation"), "variation"),
         version=_text_or_none(inp.get("version"), "version"),
         local_path=_text_or_none(inp.get("local_path"), "local_path"),
-        offline=_flag(inp.get("offline")), force=_flag(inp.get("force")),
+        offline=as_bool(inp.get("offline"), "offline"), force=as_bool(inp.get("force"), "force"),
     )
     env = result.env
     text = {
@@ -919,9 +920,3 @@ def _text_or_none(value: Any, key: str) -> str | None:
     if isinstance(value, bool):
         raise UsageError(f"--{key} needs a value: --{key}=...")
     return str(value)
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)

@@ -18,6 +18,7 @@ from .cid import Cid
 from .context import Context
 from .entry import normalise_tags, validate_meta
 from .errors import CkxError, DownloadError, MetaError, ProgramFailed, UsageError
+from .inputs import as_bool
 from .index import EntryRecord, Query
 from .jsonio import read_json, write_json_atomic
 
@@ -33,8 +34,6 @@ PATH_LIST_VARS = frozenset({
     "PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "DYLD_LIBRARY_PATH", "PKG_CONFIG_PATH",
     "MANPATH", "CMAKE_PREFIX_PATH",
 })
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 # {name} and {env:VAR} placeholders, $VAR and ${VAR} references, and the escapes {{ }} $$.
 _TOKEN = re.compile(
     r"\{\{|\}\}|\$\$"
@@ -690,18 +689,6 @@ def read_print_files(ctx: Context, run_dir: Path, names: Sequence[str]) -> dict[
 
 
 # -- the action ----------------------------------------------------------------------------------
-def as_bool(value: Any, what: str) -> bool:
-    """A flag from the CLI (True, or a string such as "yes"/"no") as a bool; UsageError otherwise."""
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise UsageError(f"--{what} takes yes or no, not {value!r}")
-
-
 def _str_map(value: Any, what: str) -> dict[str, str]:
     if value is None:
         return {}

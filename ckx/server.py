@@ -41,6 +41,7 @@ from .api import ACTION_ALIASES, ACTIONS, Action, access, lookup, normalise
 from .cid import Cid
 from .context import Context, Reporter
 from .errors import CkxError, UsageError
+from .inputs import as_int
 from .home import Home
 
 log = logging.getLogger(__name__)
@@ -569,25 +570,13 @@ def make_server(*, home: Home, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
                        hint="choose another --port, or stop what listens there") from None
 
 
-def _int(value: Any, name: str, default: int, minimum: int = 0) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise UsageError(f"--{name} must be an integer, not {value!r}") from None
-    if number < minimum:
-        raise UsageError(f"--{name} must be at least {minimum}")
-    return number
-
-
 def action_serve(ctx: Context, inp: dict) -> dict:
     """``ckx serve [--host=127.0.0.1] [--port=3344] [--token=T] [--max_body=BYTES] [--refresh_interval=S]``.
 
     Serves until interrupted. The token may also come from $CKX_SERVE_TOKEN.
     """
     host = str(inp.get("host") or DEFAULT_HOST)
-    port = _int(inp.get("port"), "port", DEFAULT_PORT)
+    port = as_int(inp.get("port"), "port", DEFAULT_PORT, minimum=0)
     if port > 65535:
         raise UsageError("--port must be at most 65535")
     token = inp.get("token") or os.environ.get(TOKEN_ENV) or None
@@ -598,8 +587,8 @@ def action_serve(ctx: Context, inp: dict) -> dict:
     except (TypeError, ValueError):
         raise UsageError("--refresh_interval must be a number of seconds") from None
     server = make_server(home=ctx.home, host=host, port=port, token=str(token) if token else None,
-                         max_body=_int(inp.get("max_body"), "max_body", MAX_BODY, 1), refresh_interval=max(0.0, refresh),
-                         job_workers=_int(inp.get("job_workers"), "job_workers", JOB_WORKERS, 1))
+                         max_body=as_int(inp.get("max_body"), "max_body", MAX_BODY), refresh_interval=max(0.0, refresh),
+                         job_workers=as_int(inp.get("job_workers"), "job_workers", JOB_WORKERS))
     ctx.info(f"serving the ckx API on {server.url}/api (OpenAPI: {server.url}/openapi.json)"
              + ("; token required" if server.token else "") + "; Ctrl-C stops")
     try:

@@ -39,6 +39,7 @@ from .cid import Cid, check_name, has_wildcard, is_uid, new_uid
 from .context import Context
 from .entry import META_SCHEMA_VERSION, normalise_tags
 from .errors import CkxError, IntegrityError, MetaError, NotFound, UnsafeArchive, UsageError
+from .inputs import as_bool
 from .generic import find_entries, resolve_entry
 from .home import LOCAL_REPO_NAME, builtin_repo_path
 from .index import EntryRecord, Query
@@ -58,7 +59,6 @@ _OWNER_AT_NAME = re.compile(r"^([A-Za-z0-9_.-]+)@([A-Za-z0-9_.-]+)$")
 _BRANCH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[^:]")
 _URL_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
-_TRUE = {"1", "true", "yes", "on", "y"}
 # Directories never archived: version control, caches, and ckx's own half-written staging areas.
 _SKIP_DIRS = {".git", "__pycache__", ".mypy_cache", ".pytest_cache"}
 _STAGING_PREFIXES = (".tmp-", ".rm-", ".pull-", ".unzip-")
@@ -426,7 +426,7 @@ def action_pull(ctx: Context, inp: dict) -> dict:
     """``ckx pull repo:ALIAS [--url=URL] [--branch=NAME]`` or ``ckx pull repo --url=URL``: clone or update."""
     timeout = _positive_float(inp.get("timeout"), "timeout", GIT_TIMEOUT)
     outcomes = pull_repo(ctx, name=inp.get("entry"), url=inp.get("url"), branch=inp.get("branch"),
-                         timeout=timeout, with_deps=not _flag(inp.get("no_deps")))
+                         timeout=timeout, with_deps=not as_bool(inp.get("no_deps"), "no_deps"))
     first = outcomes[0]
     lines = [_describe_outcome(first)]
     deps = outcomes[1:]
@@ -571,9 +571,9 @@ def _stamp() -> str:
 
 
 def _archive_path(inp: dict, repo: str, module: str) -> Path:
-    if inp.get("archive_name") and _flag(inp.get("auto_name")):
+    if inp.get("archive_name") and as_bool(inp.get("auto_name"), "auto_name"):
         raise UsageError("give either --archive_name or --auto_name, not both")
-    if _flag(inp.get("auto_name")):
+    if as_bool(inp.get("auto_name"), "auto_name"):
         name = f"ckr-{repo}-{module}-{_stamp()}.zip"
     else:
         name = str(inp.get("archive_name") or DEFAULT_ARCHIVE)
@@ -1076,7 +1076,7 @@ def action_unzip(ctx: Context, inp: dict) -> dict:
     if not source or not isinstance(source, str):
         raise UsageError("'unzip' needs --zip=FILE or --zip=URL", hint="usage: ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]")
     repo_name = inp.get("entry")
-    overwrite = _flag(inp.get("overwrite"))
+    overwrite = as_bool(inp.get("overwrite"), "overwrite")
     with contextlib.ExitStack() as stack:
         if source.startswith(("http://", "https://")):
             ctx.home.cache.mkdir(parents=True, exist_ok=True)
@@ -1095,15 +1095,6 @@ def action_unzip(ctx: Context, inp: dict) -> dict:
 
 
 # =========================================================================== input coercion
-
-
-def _flag(value: Any) -> bool:
-    """A CLI flag: True, or a string such as "yes"/"true"/"1" (CK wrote --overwrite=yes)."""
-    if isinstance(value, bool):
-        return value
-    if value is None:
-        return False
-    return str(value).strip().lower() in _TRUE
 
 
 def _positive_float(value: Any, name: str, default: float) -> float:

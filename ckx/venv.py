@@ -35,6 +35,7 @@ from typing import Any, Iterator
 from .cid import Cid, check_name, has_wildcard, new_uid
 from .context import Context
 from .errors import CkxError, MetaError, NotFound, UsageError
+from .inputs import as_bool
 from .generic import AlreadyExists, confirm_deletion, delete_tree, find_entries, write_new_entry
 from .index import EntryRecord
 
@@ -365,12 +366,6 @@ def _name(inp: dict, action: str) -> str:
     return name
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
 def action_create(ctx: Context, inp: dict) -> dict:
     """``ckx create venv:NAME [--template=mlperf-inference] [--system_site_packages] [--with_pip | --without_pip]
     [--python=P]``."""
@@ -380,9 +375,9 @@ def action_create(ctx: Context, inp: dict) -> dict:
     python = inp.get("python")
     venv = create_venv(
         ctx, _name(inp, "create"), template=template or None,
-        system_site_packages=_flag(inp.get("system_site_packages") or inp.get("system-site-packages")),
-        without_pip=_flag(inp.get("without_pip") or inp.get("without-pip")),
-        with_pip=_flag(inp.get("with_pip") or inp.get("with-pip")),
+        system_site_packages=as_bool(inp.get("system_site_packages") or inp.get("system-site-packages"), "system_site_packages"),
+        without_pip=as_bool(inp.get("without_pip") or inp.get("without-pip"), "without_pip"),
+        with_pip=as_bool(inp.get("with_pip") or inp.get("with-pip"), "with_pip"),
         python=str(python) if python and not isinstance(python, bool) else None,
     )
     text = (f"created venv {venv.name} at {venv.path} (python {venv.version}, env {', '.join(venv.env_uids)})\n"
@@ -401,7 +396,7 @@ def action_activate(ctx: Context, inp: dict) -> dict:
         raise NotFound(f"venv {venv.name} has no interpreter at {venv.python}",
                        hint=f"recreate it: ckx rm venv:{venv.name} --force && ckx create venv:{venv.name}")
     snippet = activation_snippet(venv)
-    if _flag(inp.get("print")) or not (ctx.interactive and sys.stdout.isatty()):
+    if as_bool(inp.get("print"), "print") or not (ctx.interactive and sys.stdout.isatty()):
         return {"return": 0, **venv.summary(), "snippet": snippet, "text": snippet}
     shell = os.environ.get("SHELL") or "/bin/sh"
     ctx.info(f"starting {shell} in venv {venv.name}; 'exit' leaves it")
