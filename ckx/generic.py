@@ -191,16 +191,20 @@ def add(ctx: Context, inp: dict) -> dict:
 
 def write_new_entry(
     ctx: Context, repo: Repo, module: str, alias: str | None, uid: str, meta: dict,
-    *, files_from: Path | None = None, validate: bool = True,
+    *, files_from: Path | None = None, validate: bool = True, uid_scope: str | None = None,
 ) -> EntryRecord:
-    """Write a new native entry atomically; refuse alias and uid clashes, naming the existing entry."""
+    """Write a new native entry atomically; refuse alias and uid clashes, naming the existing entry.
+
+    ``files_from`` is an entry directory whose files (not its meta) come along; the uid must be unused in
+    every repo, or only in repo ``uid_scope`` (a move keeps its uid while the source still exists).
+    """
     dirname = alias or uid
     module_dir = repo.module_dir(module)
     target = module_dir / dirname
     meta_name = "meta.json"
     if validate:
         validate_meta(meta, module, f"{repo.name}:{module}:{dirname}/{meta_name}")
-    for clash in ctx.index.query(Query(module=module, name=uid)):
+    for clash in ctx.index.query(Query(module=module, repo=uid_scope, name=uid)):
         if clash.uid == uid:
             raise AlreadyExists(f"uid {uid} is already used by {clash.cid} at {clash.path}")
     if alias:
@@ -215,7 +219,8 @@ def write_new_entry(
         shutil.rmtree(staging)
     try:
         if files_from is not None:
-            shutil.copytree(files_from, staging, symlinks=True, ignore=shutil.ignore_patterns(".cm", "meta.json", "meta.yaml"))
+            shutil.copytree(files_from, staging, symlinks=True,
+                            ignore=shutil.ignore_patterns(".cm", "meta.json", "meta.yaml", "meta.yml"))
         else:
             staging.mkdir()
         write_meta_file(staging / meta_name, meta)
@@ -366,9 +371,9 @@ def ren(ctx: Context, inp: dict) -> dict:
         record = ctx.index.query(Query(module=source.module, repo=target_repo.name, name=source.uid))[0]
     else:
         # Across repos: copy under the same uid into the target first, then delete the source.
-        delete_tree_later = source.path
-        record = _copy_into(ctx, source, target_repo, alias, source.uid, meta, check_uid=False)
-        delete_tree(delete_tree_later)
+        record = write_new_entry(ctx, target_repo, source.module, alias, source.uid, meta,
+                                 files_from=source.path, validate=False, uid_scope=target_repo.name)
+        delete_tree(source.path)
         ctx.index.refresh([source.module], force=True)
     return {"return": 0, **record.summary(), "text": f"moved {source.cid} to {record.cid}"}
 
@@ -386,35 +391,9 @@ def cp(ctx: Context, inp: dict) -> dict:
     uid = new_uid()
     meta["uid"] = uid
     meta["alias"] = alias or source.alias
-    record = _copy_into(ctx, source, target_repo, meta["alias"], uid, meta, check_uid=True)
+    record = write_new_entry(ctx, target_repo, source.module, meta["alias"], uid, meta,
+                             files_from=source.path, validate=False)
     return {"return": 0, **record.summary(), "text": f"copied {source.cid} to {record.cid} ({uid})"}
-
-
-def _copy_into(ctx: Context, source: EntryRecord, repo: Repo, alias: str | None, uid: str, meta: dict,
-               *, check_uid: bool) -> EntryRecord:
-    if not check_uid:
-        # A move keeps its uid: the only clash to fear is in the target repo.
-        for clash in ctx.index.query(Query(module=source.module, repo=repo.name, name=uid)):
-            raise AlreadyExists(f"uid {uid} is already used by {clash.cid}")
-    module_dir = repo.module_dir(source.module)
-    target = module_dir / (alias or uid)
-    if alias:
-        for clash in ctx.index.query(Query(module=source.module, repo=repo.name, name=alias)):
-            raise AlreadyExists(f"{source.module}:{alias} already exists in repo {repo.name} at {clash.path}")
-    if target.exists():
-        raise AlreadyExists(f"{target} already exists")
-    module_dir.mkdir(parents=True, exist_ok=True)
-    staging = module_dir / f".tmp-{uid}-{os.getpid()}"
-    try:
-        shutil.copytree(source.path, staging, symlinks=True,
-                        ignore=shutil.ignore_patterns(".cm", "meta.json", "meta.yaml", "meta.yml"))
-        write_meta_file(staging / "meta.json", meta)
-        os.rename(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    ctx.index.refresh([source.module], force=True)
-    return ctx.index.query(Query(module=source.module, repo=repo.name, name=uid))[0]
 
 
 def list_tags(ctx: Context, inp: dict) -> dict:
