@@ -293,15 +293,12 @@ class Index:
             children = []
         for dirname in children:
             entry_dir = module_dir / dirname
-            meta_path = repo.meta_path(entry_dir)
-            if meta_path is None:
+            found = repo.find_meta(entry_dir)
+            if found is None:
                 continue
+            meta_path, st = found
             seen.add(dirname)
             known = indexed.get(dirname)
-            try:
-                st = os.stat(meta_path)
-            except FileNotFoundError:
-                continue
             if known is None:
                 plan.upserts.append((repo, module, dirname, entry_dir, meta_path, st.st_mtime_ns, st.st_size))
             elif (known[1], known[2], known[3]) != (st.st_mtime_ns, st.st_size, str(meta_path)):
@@ -319,11 +316,11 @@ class Index:
             except (FileNotFoundError, NotADirectoryError):
                 # The meta file went away (or moved to another name) without the listing changing.
                 entry_dir = module_dir / dirname
-                other = repo.meta_path(entry_dir)
-                if other is None:
+                found = repo.find_meta(entry_dir)
+                if found is None:
                     plan.deletes.append(row_id)
                 else:
-                    st2 = os.stat(other)
+                    other, st2 = found
                     plan.upserts.append((repo, module, dirname, entry_dir, other, st2.st_mtime_ns, st2.st_size))
                 continue
             if st.st_mtime_ns != mtime or st.st_size != size:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -63,15 +64,17 @@ class Repo:
             return self.path / module
         return self.path / KIND_DIRS.get(module, module)
 
-    def meta_path(self, entry_dir: Path) -> Path | None:
-        """The meta file of an entry directory, or None when it has none."""
-        if self.format == "ck":
-            candidate = entry_dir / ".cm" / "meta.json"
-            return candidate if candidate.is_file() else None
-        for name in META_NAMES:
+    def find_meta(self, entry_dir: Path) -> tuple[Path, os.stat_result] | None:
+        """The meta file of an entry directory with its stat (one stat per candidate), or None."""
+        names = (".cm/meta.json",) if self.format == "ck" else META_NAMES
+        for name in names:
             candidate = entry_dir / name
-            if candidate.is_file():
-                return candidate
+            try:
+                st = os.stat(candidate)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISREG(st.st_mode):
+                return candidate, st
         return None
 
     def module_dirs(self) -> list[tuple[str, Path]]:
