@@ -16,7 +16,7 @@ from .repo import Registry, Repo, ck_entry_ids
 
 log = logging.getLogger(__name__)
 
-INDEX_SCHEMA_VERSION = 5
+INDEX_SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS info(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS repos(name TEXT PRIMARY KEY, path TEXT NOT NULL, format TEXT NOT NULL);
@@ -35,6 +35,8 @@ CREATE INDEX IF NOT EXISTS entries_alias ON entries(alias);
 CREATE INDEX IF NOT EXISTS entries_module ON entries(module);
 -- Covers the freshness scan of one module: read from the index alone, never from the wide rows.
 CREATE INDEX IF NOT EXISTS entries_fresh ON entries(repo, module, id, dirname, mtime_ns, size, meta_path);
+-- Unreadable metas are reported on every refresh: find them without scanning every row.
+CREATE INDEX IF NOT EXISTS entries_errors ON entries(module) WHERE error IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tags(tag TEXT NOT NULL, entry INTEGER NOT NULL, module TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag, module, entry);
 CREATE INDEX IF NOT EXISTS tags_entry ON tags(entry);
