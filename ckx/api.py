@@ -100,10 +100,6 @@ CK_KEYS = {"module_uoa": "module", "data_uoa": "entry", "repo_uoa": "repo"}
 _TABLE: dict[tuple[str, str | None], Action] = {(a.name, a.module): a for a in ACTIONS}
 
 
-def action_names() -> list[str]:
-    return sorted({a.name for a in ACTIONS})
-
-
 def lookup(action: str, module: str | None) -> Action:
     """The Action for ``action`` on ``module``: module-specific first, then generic. UsageError otherwise."""
     name = ACTION_ALIASES.get(action, action)

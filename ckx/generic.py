@@ -183,7 +183,7 @@ def add(ctx: Context, inp: dict) -> dict:
     repo = _target_repo(ctx, inp.get("repo"))
     meta["uid"] = uid
     meta["alias"] = alias
-    meta["tags"] = normalise_tags(meta.get("tags")) + [t for t in normalise_tags(inp.get("tags")) if t not in normalise_tags(meta.get("tags"))]
+    meta["tags"] = normalise_tags([*normalise_tags(meta.get("tags")), *normalise_tags(inp.get("tags"))])
     meta.setdefault("schema_version", META_SCHEMA_VERSION)
     record = write_new_entry(ctx, repo, module, alias, uid, meta)
     return {"return": 0, **record.summary(), "text": f"added {record.cid} ({uid}) at {record.path}"}

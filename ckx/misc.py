@@ -51,5 +51,5 @@ def reindex(ctx: Context, inp: dict) -> dict:
     """Drop the index and build it again from every registered repo."""
     stats = ctx.index.rebuild()
     count = ctx.index.count()
-    return {"return": 0, "entries": count, **{f"{k}": v for k, v in stats.items() if k != "added"},
+    return {"return": 0, "entries": count, "updated": stats["updated"], "removed": stats["removed"],
             "text": f"indexed {count} entries in {len(ctx.registry.repos)} repos"}
