@@ -97,10 +97,10 @@ def _startup(repeat: int) -> list[float]:
 
 def _resolve_recorded(repeat: int) -> tuple[list[float], str | None]:
     """resolve_deps of python + onnxruntime (+ numpy) once both are recorded, each time with a fresh Context."""
-    from ckx.context import Context
-    from ckx.errors import CkxError
-    from ckx.home import Home
-    from ckx.resolve import resolve_deps
+    from ckx.store.context import Context
+    from ckx.core.errors import CkxError
+    from ckx.core.home import Home
+    from ckx.software.resolve import resolve_deps
 
     deps = {"python": {"tags": "compiler,python", "sort": 0},
             "numpy": {"tags": "lib,python-package,numpy", "sort": 10},

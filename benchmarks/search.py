@@ -76,9 +76,10 @@ def run_cli(args: list[str], env: dict) -> None:
 
 
 def measure(size: int, work: Path, repeat: int) -> dict:
-    from ckx.context import Context, Reporter
-    from ckx.home import Home
-    from ckx.index import Query
+    from ckx.core.report import Reporter
+    from ckx.store.context import Context
+    from ckx.core.home import Home
+    from ckx.store.index import Query
 
     repo = work / f"repo-{size}"
     home = work / f"home-{size}"

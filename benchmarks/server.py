@@ -113,8 +113,9 @@ def _free_port() -> int:
 
 def _expected_counts(home: Path) -> list[int]:
     from ckx.api import access
-    from ckx.context import Context, Reporter
-    from ckx.home import Home
+    from ckx.core.report import Reporter
+    from ckx.store.context import Context
+    from ckx.core.home import Home
 
     ctx = Context(Home(home), reporter=Reporter(), quiet=True, interactive=False)
     try:
@@ -165,8 +166,9 @@ def _http_round(port: int, requests: int, threads: int, expected: list[int]) -> 
 def _access_round(home: Path, requests: int, expected: list[int], *, reuse: bool) -> tuple[float, list[float]]:
     """Searches through access(): a fresh Context per call (as a script calls it), or one reused."""
     from ckx.api import access
-    from ckx.context import Context, Reporter
-    from ckx.home import Home
+    from ckx.core.report import Reporter
+    from ckx.store.context import Context
+    from ckx.core.home import Home
 
     latencies: list[float] = []
     shared = Context(Home(home), reporter=Reporter(), quiet=True, interactive=False) if reuse else None

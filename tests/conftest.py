@@ -30,8 +30,8 @@ def ckx_home(tmp_path_factory, monkeypatch) -> Path:
 @pytest.fixture
 def ctx(ckx_home):
     """A non-interactive Context on the temporary home."""
-    from ckx.context import Context
-    from ckx.home import Home
+    from ckx.store.context import Context
+    from ckx.core.home import Home
 
     context = Context(Home(ckx_home), quiet=True, interactive=False)
     yield context
@@ -83,7 +83,7 @@ def make_ck_repo(root: Path, name: str, entries: dict[str, list[tuple[str | None
     ``entries`` maps module alias -> [(entry alias or None, entry uid, meta)]. Module uids are CK's real ones
     where known.
     """
-    from ckx.repo import CK_MODULE_UIDS
+    from ckx.store.repo import CK_MODULE_UIDS
 
     root.mkdir(parents=True, exist_ok=True)
     (root / ".ckr.json").write_text(json.dumps({

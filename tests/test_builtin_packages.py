@@ -13,8 +13,8 @@ from types import ModuleType
 
 import pytest
 
-from ckx.entry import deep_merge, normalise_tags, validate_meta
-from ckx.errors import CkxError, IntegrityError, MetaError, NotFound
+from ckx.store.entry import deep_merge, normalise_tags, validate_meta
+from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ROOT / "packages"
@@ -711,7 +711,7 @@ def test_synthetic_hooks_without_torch_are_not_found(tmp_path: Path, bare_python
 @pytest.mark.slow
 def test_synthetic_failed_check_is_an_integrity_error_and_removes_the_model(tmp_path: Path) -> None:
     # No export can be within a negative tolerance: the command line exits 3, run_script says IntegrityError.
-    from ckx import hooks
+    from ckx.software import hooks
 
     argv = [sys.executable, "-m", "harness.resnet50", "--seed", "1", "--format", "onnx", "--out",
             str(tmp_path / "m.onnx"), "--report", str(tmp_path / "r.json"), "--tolerance", "-1"]

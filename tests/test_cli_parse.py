@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from ckx.cid import Cid, is_uid, new_uid
+from ckx.core.cid import Cid, is_uid, new_uid
 from ckx.cli.parse import parse_argv
-from ckx.errors import UsageError
+from ckx.core.errors import UsageError
 
 
 def test_action_cid_and_options():

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ckx.context import Context
-from ckx.dashboard import build_page, dashboard_data, render_html, start_server
-from ckx.experiment import Repetition, read_experiment, record_point
-from ckx.home import Home
+from ckx.store.context import Context
+from ckx.runs.dashboard import build_page, dashboard_data, render_html, start_server
+from ckx.runs.experiment import Repetition, read_experiment, record_point
+from ckx.core.home import Home
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def recorded(ckx_home) -> dict:
 def experiments(home: Path) -> list:
     ctx = Context(Home(home), quiet=True, interactive=False)
     try:
-        from ckx.dashboard import collect_experiments
+        from ckx.runs.dashboard import collect_experiments
 
         return collect_experiments(ctx)
     finally:
@@ -210,7 +210,7 @@ def test_the_server_rebuilds_the_page_on_each_request(recorded, ckx_home):
 
 
 def test_a_busy_port_is_a_usage_error(ckx_home):
-    from ckx.errors import UsageError
+    from ckx.core.errors import UsageError
 
     with start_server(Home(ckx_home), port=0) as first:
         with pytest.raises(UsageError, match="cannot serve"):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ckx.api import access
-from ckx.detect import detect, detect_soft, find_softs, load_hooks
-from ckx.envs import find_envs
-from ckx.errors import MetaError, NotFound, UsageError
+from ckx.software.detect import detect, detect_soft, find_softs, load_hooks
+from ckx.software.envs import find_envs
+from ckx.core.errors import MetaError, NotFound, UsageError
 
 
 def write_soft(repo: Path, alias: str, meta: dict, customize: str | None = None) -> Path:
@@ -447,8 +447,8 @@ def test_ck_format_soft_without_detect_is_refused(ctx, ck_repo_factory):
 
 
 def test_builtin_soft_entries_are_valid():
-    from ckx.entry import validate_meta
-    from ckx.jsonio import read_json
+    from ckx.store.entry import validate_meta
+    from ckx.core.jsonio import read_json
 
     root = Path(__file__).resolve().parent.parent / "soft"
     aliases = set()
@@ -573,7 +573,7 @@ def test_module_lookup_follows_import_precedence_and_newest_metadata(ctx, soft_r
 def test_in_process_description_equals_the_subprocess_probe(tmp_path, monkeypatch):
     import subprocess
 
-    from ckx.detect import _PROBE, _describe_running
+    from ckx.software.detect import _PROBE, _describe_running
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "missing")]))
     (tmp_path / "a").mkdir()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ckx.api import access
-from ckx.envs import (
+from ckx.software.envs import (
     VersionRange,
     compare_versions,
     delete_env,
@@ -23,8 +23,8 @@ from ckx.envs import (
     version_split,
     version_tags,
 )
-from ckx.errors import MetaError, NotFound, UsageError
-from ckx.platform import platform_tags
+from ckx.core.errors import MetaError, NotFound, UsageError
+from ckx.software.platform import platform_tags
 
 
 def _record(ctx, version="1.2.3", full_path="/opt/thing", soft="lib.thing", tags="lib,thing", **kwargs):
@@ -157,7 +157,7 @@ def test_a_module_record_without_an_interpreter_path_is_told_apart_by_its_python
 
 
 def test_numpy_through_a_system_site_packages_venv_and_the_system_python_is_two_envs(ctx, tmp_path):
-    from ckx.detect import detect_soft
+    from ckx.software.detect import detect_soft
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
@@ -353,8 +353,8 @@ def test_ck_format_env_entries_are_not_env_records(ctx, ck_repo_factory):
 
 
 def test_virtual_env_on_a_terminal_starts_the_users_shell(ckx_home, tmp_path, monkeypatch):
-    from ckx.context import Context
-    from ckx.home import Home
+    from ckx.store.context import Context
+    from ckx.core.home import Home
 
     out = tmp_path / "seen.txt"
     shell = tmp_path / "fake-shell"

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from ckx.context import Context
-from ckx.errors import MetaError, UsageError
-from ckx.experiment import (
+from ckx.store.context import Context
+from ckx.core.errors import MetaError, UsageError
+from ckx.runs.experiment import (
     Repetition, compute_statistics, export_rows, flatten, numeric_characteristics, point_statistics, point_uid,
     read_experiment, record_point, to_csv,
 )
-from ckx.home import Home
-from ckx.repo import init_native_repo
-from ckx.repo_actions import add_repo
+from ckx.core.home import Home
+from ckx.store.repo import init_native_repo
+from ckx.store.repo_actions import add_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,8 +222,8 @@ def test_record_into_a_registered_repo_and_refuse_a_ck_format_one(home_ctx, ckx_
 
 WORKER = r'''
 import sys
-from ckx.context import Context
-from ckx.experiment import Repetition, record_point
+from ckx.store.context import Context
+from ckx.runs.experiment import Repetition, record_point
 ctx = Context(quiet=True, interactive=False)
 features = {"hostname": "alpha", "cpu": {"model": "Alpha CPU"}}
 for i in range(int(sys.argv[2])):

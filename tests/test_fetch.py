@@ -1,4 +1,4 @@
-"""Tests for ckx.fetch and ckx.checksum against a real loopback HTTP server."""
+"""Tests for ckx.transfer.fetch and ckx.transfer.checksum against a real loopback HTTP server."""
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from httpserver import LoopbackServer, http_server, unused_url  # noqa: F401  (fixture)
 
-from ckx.checksum import ALGORITHMS, Checker, file_digest
-from ckx.context import Progress, Reporter
-from ckx.errors import ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound, UsageError
-from ckx.fetch import (
+from ckx.transfer.checksum import ALGORITHMS, Checker, file_digest
+from ckx.core.report import Progress, Reporter
+from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound, UsageError
+from ckx.transfer.fetch import (
     cached_download_path,
     fetch,
     filename_from_url,
@@ -24,7 +24,7 @@ from ckx.fetch import (
     parse_url_map,
     url_key,
 )
-from ckx.home import Home
+from ckx.core.home import Home
 
 DATA = bytes(range(256)) * 800  # 204,800 bytes
 SHA256 = hashlib.sha256(DATA).hexdigest()
@@ -157,7 +157,7 @@ def test_download_waits_for_another_process_holding_the_lock(served, checker, tm
 
 
 def test_import_does_not_load_requests() -> None:
-    code = "import sys, ckx.fetch, ckx.unpack, ckx.checksum; print('requests' in sys.modules)"
+    code = "import sys, ckx.transfer.fetch, ckx.transfer.unpack, ckx.transfer.checksum; print('requests' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "False"
 

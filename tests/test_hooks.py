@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from ckx.errors import CkxError, IntegrityError, NotFound
-from ckx.hooks import load_source_module, run_script
+from ckx.core.errors import CkxError, IntegrityError, NotFound
+from ckx.software.hooks import load_source_module, run_script
 
 
 def test_loading_entry_code_writes_no_bytecode_next_to_it(tmp_path):

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from ckx.api import access
-from ckx.context import Context
-from ckx.home import Home
+from ckx.store.context import Context
+from ckx.core.home import Home
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,7 +168,7 @@ def test_search_speed_is_independent_of_entry_files(ckx_home):
         _add(f"s{i}", "fast")
     ctx = Context(Home(ckx_home), quiet=True, interactive=False)
     try:
-        from ckx.index import Query
+        from ckx.store.index import Query
 
         ctx.index.refresh()
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Tests for ckx.install: packages in a temporary native repo, served by a real loopback HTTP server."""
+"""Tests for ckx.software.install: packages in a temporary native repo, served by a real loopback HTTP server."""
 from __future__ import annotations
 
 import hashlib
@@ -17,11 +17,13 @@ import pytest
 from httpserver import serve, unused_url
 from wheels import build_wheel
 
-from ckx.context import Context, Reporter
-from ckx.errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound,
+from ckx.core.report import Reporter
+
+from ckx.store.context import Context
+from ckx.core.errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound,
                         ResolutionError, UnsafeArchive)
-from ckx.home import Home
-from ckx.install import HOOK_PARAMETERS, find_candidates, install, install_package, load_hook
+from ckx.core.home import Home
+from ckx.software.install import HOOK_PARAMETERS, find_candidates, install, install_package, load_hook
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = bytes(range(256)) * 600  # 153,600 bytes
@@ -76,7 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def repo(ctx: Context, tmp_path: Path) -> PackageRepo:
-    from ckx.repo_actions import add_repo
+    from ckx.store.repo_actions import add_repo
 
     path = tmp_path / "pkgrepo"
     add_repo(ctx, {"entry": "testpkgs", "path": str(path)})
@@ -400,7 +402,7 @@ def test_exception_in_hook_through_the_cli_has_no_traceback(cli, repo, ckx_home)
 
 def test_hook_raising_a_ckx_error_keeps_its_exit_code(cli, repo, ckx_home):
     hook = textwrap.dedent('''\
-        from ckx.errors import IntegrityError as _IntegrityError
+        from ckx.core.errors import IntegrityError as _IntegrityError
 
 
         def install(*, install_dir, package_dir, meta, variation, env, python, downloaded, info):

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from ckx import platform as ckx_platform
-from ckx.index import Query
-from ckx.platform import current_platform, describe_machine, platform_id, platform_tags
+from ckx.software import platform as ckx_platform
+from ckx.store.index import Query
+from ckx.software.platform import current_platform, describe_machine, platform_id, platform_tags
 
 
 def test_platform_tags_are_cks():
@@ -68,7 +68,7 @@ def test_a_removed_platform_entry_is_recorded_again(ctx):
     first = current_platform(ctx)
     result = ckx_platform.action_detect_platform(ctx, {})
     assert result["platform"]["uid"] == first["uid"]
-    from ckx.generic import delete_tree
+    from ckx.store.generic import delete_tree
 
     delete_tree(ctx.index.query(Query(module="platform"))[0].path)
     ctx.index.refresh(["platform"], force=True)

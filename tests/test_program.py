@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from ckx.context import Context, Reporter
-from ckx.errors import MetaError, ProgramFailed, UsageError
-from ckx.home import Home
-from ckx.program import (Template, apply_layer, env_matches, expand_argv, merge_tags, run_program, select_deps,
+from ckx.core.report import Reporter
+
+from ckx.store.context import Context
+from ckx.core.errors import MetaError, ProgramFailed, UsageError
+from ckx.core.home import Home
+from ckx.runs.program import (Template, apply_layer, env_matches, expand_argv, merge_tags, run_program, select_deps,
                          substitute)
-from ckx.repo import init_native_repo
-from ckx.repo_actions import add_repo
+from ckx.store.repo import init_native_repo
+from ckx.store.repo_actions import add_repo
 
 TOY_SCRIPT = r'''
 import json, os, sys
@@ -374,7 +376,7 @@ def test_bad_meta_is_reported_with_the_file(toys, ckx_home):
 @pytest.fixture
 def toy_envs(toys, ckx_home, tmp_path):
     """Three recorded envs of a made-up library: alpha and beta (same soft), and a helper."""
-    envs = pytest.importorskip("ckx.envs")
+    envs = pytest.importorskip("ckx.software.envs")
     ctx = make_ctx(ckx_home)
     made = {}
     for name, version, extra in (("alpha", "1.0", "alpha"), ("beta", "2.0", "beta")):
@@ -443,7 +445,7 @@ class FakeDep:
 
 
 def harness_parser(monkeypatch):
-    from ckx.home import builtin_repo_path
+    from ckx.core.home import builtin_repo_path
 
     monkeypatch.syspath_prepend(str(builtin_repo_path() / "programs" / "image-classification-base"))
     from harness.cli import build_parser
@@ -453,7 +455,7 @@ def harness_parser(monkeypatch):
 
 @pytest.mark.parametrize("program_name", MLPERF_PROGRAMS)
 def test_mlperf_programs_argv_is_what_the_harness_parses(program_name, ctx, tmp_path, monkeypatch):
-    from ckx.program import build_command, load_program, select_deps
+    from ckx.runs.program import build_command, load_program, select_deps
 
     parser = harness_parser(monkeypatch)
     program = load_program(ctx, f"program:{program_name}")
@@ -494,7 +496,7 @@ def test_mlperf_programs_argv_is_what_the_harness_parses(program_name, ctx, tmp_
 
 
 def test_mlperf_program_deps_follow_offline_and_synthetic_choices(ctx):
-    from ckx.program import load_program
+    from ckx.runs.program import load_program
 
     onnx = load_program(ctx, "program:mlperf-inference-bench-image-classification-onnx-cpu")
     specs, _ = select_deps(onnx.meta["deps"], {"MLPERF_BACKEND": "onnxruntime"}, {"model": "synthetic"}, {}, source="t")

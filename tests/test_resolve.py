@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from ckx.api import access
-from ckx.envs import find_envs, record_env
-from ckx.errors import MetaError, ResolutionError, UsageError
-from ckx.resolve import dep_order, matching_packages, resolve_deps
+from ckx.software.envs import find_envs, record_env
+from ckx.core.errors import MetaError, ResolutionError, UsageError
+from ckx.software.resolve import dep_order, matching_packages, resolve_deps
 
 
 def _env(ctx, version, *, tags="lib,thing", full_path=None, soft="lib.thing", env=None, **kwargs):
@@ -24,7 +24,7 @@ def _env(ctx, version, *, tags="lib,thing", full_path=None, soft="lib.thing", en
 @pytest.fixture
 def present(monkeypatch):
     """Make every recorded full_path count as present (the envs here point at imaginary paths)."""
-    from ckx import envs
+    from ckx.software import envs
 
     monkeypatch.setattr(envs.EnvRecord, "is_present", lambda self: True)
 

@@ -15,9 +15,9 @@ import pytest
 
 from conftest import ROOT, make_ck_repo
 from ckx.api import ACTIONS, access
-from ckx.errors import UsageError
-from ckx.home import Home
-from ckx.server import WEB_ACTIONS, http_status, is_loopback, make_server, openapi_spec
+from ckx.core.errors import UsageError
+from ckx.core.home import Home
+from ckx.web.server import WEB_ACTIONS, http_status, is_loopback, make_server, openapi_spec
 
 CK_ENTRIES = {
     "package": [

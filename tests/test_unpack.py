@@ -1,4 +1,4 @@
-"""Tests for ckx.unpack: round trips, format detection by magic, and every refused member kind."""
+"""Tests for ckx.transfer.unpack: round trips, format detection by magic, and every refused member kind."""
 from __future__ import annotations
 
 import bz2
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ckx.errors import CkxError, IntegrityError, UnsafeArchive, UsageError
-from ckx.unpack import detect_format, unpack
+from ckx.core.errors import CkxError, IntegrityError, UnsafeArchive, UsageError
+from ckx.transfer.unpack import detect_format, unpack
 
 TREE = {
     "top/a.txt": b"alpha\n",

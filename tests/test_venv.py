@@ -1,4 +1,4 @@
-"""Tests for ckx.venv: real virtual envs in a temporary CKX_HOME (without pip, or seeing the system's packages)."""
+"""Tests for ckx.software.venv: real virtual envs in a temporary CKX_HOME (without pip, or seeing the system's packages)."""
 from __future__ import annotations
 
 import json
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from wheels import build_wheel
 
-from ckx.envs import find_envs
-from ckx.errors import CkxError, NotFound, UsageError
-from ckx.generic import AlreadyExists
-from ckx.venv import (TEMPLATES, action_activate, action_list, action_rm, create_venv, find_venvs, get_venv,
+from ckx.software.envs import find_envs
+from ckx.core.errors import CkxError, NotFound, UsageError
+from ckx.store.generic import AlreadyExists
+from ckx.software.venv import (TEMPLATES, action_activate, action_list, action_rm, create_venv, find_venvs, get_venv,
                       template_requirements)
 
 
@@ -216,7 +216,7 @@ def test_activate_on_a_terminal_spawns_a_shell_in_the_venv(ctx, ckx_home):
 
 def test_rm_also_removes_packages_installed_for_the_venv_interpreter(ctx, ckx_home, tmp_path):
     """ckx run from inside the venv installs a pip package for the venv's python; rm venv takes it along."""
-    from ckx.repo_actions import add_repo
+    from ckx.store.repo_actions import add_repo
 
     wheels = tmp_path / "wheels"
     build_wheel(wheels)
@@ -249,7 +249,7 @@ def test_rm_also_removes_packages_installed_for_the_venv_interpreter(ctx, ckx_ho
 def test_a_system_package_seen_through_the_venv_goes_with_it_and_the_systems_record_stays(ctx):
     import sys
 
-    from ckx.detect import detect_soft
+    from ckx.software.detect import detect_soft
 
     venv = create_venv(ctx, "seen", system_site_packages=True)
     through_venv = detect_soft(ctx, "lib.python.numpy", python=str(venv.python))[0]

@@ -7,8 +7,9 @@ import os
 import sys
 from typing import Sequence
 
-from ..context import Context, Progress, Reporter
-from ..errors import EXIT_INTERRUPTED, CkxError
+from ckx.core.report import Progress, Reporter
+from ckx.store.context import Context
+from ckx.core.errors import EXIT_INTERRUPTED, CkxError
 
 log = logging.getLogger("ckx")
 
@@ -75,8 +76,8 @@ class TerminalReporter(Reporter):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ckx with ``argv`` (default: sys.argv[1:]) and return the exit code."""
-    from .parse import parse_argv
-    from .render import render
+    from ckx.cli.parse import parse_argv
+    from ckx.cli.render import render
 
     args = list(sys.argv[1:] if argv is None else argv)
     json_mode = "--json" in args or "--out=json" in args
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet = bool(inp.get("quiet")) or os.environ.get("CKX_QUIET") == "1"
         reporter = TerminalReporter(json_mode=json_mode, quiet=quiet)
         ctx = Context(reporter=reporter, quiet=quiet)
-        from ..api import run
+        from ckx.api import run
 
         result = run(ctx, inp)
     except CkxError as exc:

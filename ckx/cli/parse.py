@@ -4,42 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cid import Cid
-from ..errors import UsageError
+from ckx.core.cid import Cid
+from ckx.core.errors import UsageError
+from ckx.core.inputs import deep_update, set_dotted
 
 # Input keys the CLI itself consumes; they also mean the same in access().
 GLOBAL_FLAGS = ("json", "quiet")
 
 
-def set_dotted(target: dict, key: str, value: Any) -> None:
-    """``set_dotted(d, "env.X", 1)`` gives ``{"env": {"X": 1}}``; a scalar in the way is an error."""
-    parts = key.split(".")
-    if any(not p for p in parts):
-        raise UsageError(f"invalid option name --{key}")
-    node = target
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise UsageError(f"--{key} conflicts with --{part} given as a plain value")
-        node = child
-    node[parts[-1]] = value
-
-
-def deep_update(target: dict, source: dict) -> None:
-    """Merge ``source`` into ``target`` in place: nested dicts merge, other values replace."""
-    for key, value in source.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            deep_update(target[key], value)
-        else:
-            target[key] = value
-
-
 def read_input_file(text: str) -> dict:
     """The dict in ``@file.json`` or ``@file.yaml``; errors name the file."""
-    from ..jsonio import read_meta_file
-    from ..errors import MetaError
+    from ckx.core.jsonio import read_meta_file
+    from ckx.core.errors import MetaError
 
     path = Path(text[1:]).expanduser()
     if not path.is_file():

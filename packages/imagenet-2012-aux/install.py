@@ -5,9 +5,9 @@ from __future__ import annotations
 import pathlib as _pathlib
 import typing as _typing
 
-from ckx import hooks as _hooks
-from ckx.errors import CkxError as _CkxError
-from ckx.errors import IntegrityError as _IntegrityError
+from ckx.software import hooks as _hooks
+from ckx.core.errors import CkxError as _CkxError
+from ckx.core.errors import IntegrityError as _IntegrityError
 
 _TIMEOUT_S = 300
 _VAL_LINES = 50_000

@@ -6,9 +6,9 @@ import pathlib as _pathlib
 import re as _re
 import typing as _typing
 
-from ckx.errors import IntegrityError as _IntegrityError
-from ckx.errors import MetaError as _MetaError
-from ckx.errors import NotFound as _NotFound
+from ckx.core.errors import IntegrityError as _IntegrityError
+from ckx.core.errors import MetaError as _MetaError
+from ckx.core.errors import NotFound as _NotFound
 
 _MARKER = "ILSVRC2012_val_00000001.JPEG"
 _NAME = _re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")

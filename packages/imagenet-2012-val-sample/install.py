@@ -6,10 +6,10 @@ import json as _json
 import pathlib as _pathlib
 import typing as _typing
 
-from ckx import hooks as _hooks
-from ckx.errors import CkxError as _CkxError
-from ckx.errors import IntegrityError as _IntegrityError
-from ckx.errors import MetaError as _MetaError
+from ckx.software import hooks as _hooks
+from ckx.core.errors import CkxError as _CkxError
+from ckx.core.errors import IntegrityError as _IntegrityError
+from ckx.core.errors import MetaError as _MetaError
 
 _TIMEOUT_S = 300
 _SPEC_KEYS = ("name", "package", "module", "path", "labels")

@@ -7,10 +7,10 @@ import math as _math
 import pathlib as _pathlib
 import typing as _typing
 
-from ckx import hooks as _hooks
-from ckx.errors import CkxError as _CkxError
-from ckx.errors import IntegrityError as _IntegrityError
-from ckx.errors import NotFound as _NotFound
+from ckx.software import hooks as _hooks
+from ckx.core.errors import CkxError as _CkxError
+from ckx.core.errors import IntegrityError as _IntegrityError
+from ckx.core.errors import NotFound as _NotFound
 
 _EXPORT_TIMEOUT_S = 900
 _REPORT = "export_report.json"

@@ -7,11 +7,11 @@ import os as _os
 import pathlib as _pathlib
 import typing as _typing
 
-from ckx import hooks as _hooks
-from ckx.errors import CkxError as _CkxError
-from ckx.errors import IntegrityError as _IntegrityError
-from ckx.errors import MetaError as _MetaError
-from ckx.errors import NotFound as _NotFound
+from ckx.software import hooks as _hooks
+from ckx.core.errors import CkxError as _CkxError
+from ckx.core.errors import IntegrityError as _IntegrityError
+from ckx.core.errors import MetaError as _MetaError
+from ckx.core.errors import NotFound as _NotFound
 
 _TIMEOUT_S = 900
 _REPORT = "save_report.json"

@@ -1,0 +1,687 @@
+"""Env records: one detected or installed thing, its variables and env.sh; show, rm and virtual env."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ckx.store.context import Context
+from ckx.core.errors import MetaError, NotFound, ProgramFailed, UsageError
+from ckx.store.index import EntryRecord, Query, split_tags
+
+log = logging.getLogger(__name__)
+
+MODULE = "env"
+LOCAL = "local"
+ENV_SCHEMA_VERSION = 1
+ENV_SCRIPT = "env.sh"
+VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variables that hold search paths: an env prepends its value instead of replacing the variable.
+PATH_VARIABLES = frozenset({
+    "PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH", "PKG_CONFIG_PATH", "CMAKE_PREFIX_PATH", "MANPATH",
+})
+_AUTO_TAG_RE = re.compile(r"^(v\d[\w.+!-]*|host-os-.+|target-os-.+|\d+bits)$")
+
+
+# -- versions ------------------------------------------------------------------------------------
+def version_text(version: Any) -> str | None:
+    """A version as text: CK's int lists ``[2, 2, 0]`` become ``"2.2.0"``; None stays None."""
+    if version is None or version == "":
+        return None
+    if isinstance(version, (list, tuple)):
+        return ".".join(str(part) for part in version)
+    return str(version).strip() or None
+
+
+def version_split(version: str | None) -> list[int]:
+    """The leading numeric parts of a version: ``"3.11.7"`` -> [3, 11, 7], ``"2.13.0+cpu"`` -> [2, 13, 0]."""
+    if not version:
+        return []
+    parts = []
+    for piece in re.split(r"[.]", version):
+        match = re.match(r"\d+", piece)
+        if not match:
+            break
+        parts.append(int(match.group()))
+        if match.end() != len(piece):
+            break
+    return parts
+
+
+def version_tags(version: str | None) -> list[str]:
+    """CK's version tags: ``"3.11.7"`` -> v3, v3.11, v3.11.7 (plus the full text when it has more)."""
+    split = version_split(version)
+    tags = [f"v{'.'.join(str(p) for p in split[:n])}" for n in range(1, len(split) + 1)]
+    if version and f"v{version}" not in tags and re.fullmatch(r"[\w.+!-]+", version):
+        tags.append(f"v{version}")
+    return tags
+
+
+def is_automatic_tag(tag: str) -> bool:
+    """True for the tags every env gets by itself (version and platform tags)."""
+    return bool(_AUTO_TAG_RE.match(tag))
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as ``a`` is older, equal or newer than ``b`` (PEP 440 where both parse, else numeric parts)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        va, vb = Version(a), Version(b)
+    except InvalidVersion:
+        ka, kb = version_split(a), version_split(b)
+        return (ka > kb) - (ka < kb)
+    return (va > vb) - (va < vb)
+
+
+@dataclass(frozen=True)
+class VersionRange:
+    """``version_from`` and ``version_to`` (inclusive, CK's lists or strings) and a PEP 440 specifier."""
+
+    low: str | None = None
+    high: str | None = None
+    specifier: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], *, where: str = "dependency") -> VersionRange:
+        """Read ``version_from``/``version_to``/``version`` from a dependency; UsageError for a bad specifier.
+
+        A ``version_from`` that starts with an operator (``">=1.24"``) is read as a specifier too.
+        """
+        low = spec.get("version_from")
+        high = spec.get("version_to")
+        specifiers = []
+        if isinstance(low, str) and low.strip()[:1] in "<>=!~":
+            specifiers.append(low.strip())
+            low = None
+        if isinstance(high, str) and high.strip()[:1] in "<>=!~":
+            specifiers.append(high.strip())
+            high = None
+        if spec.get("version") and str(spec["version"]).strip()[:1] in "<>=!~":
+            specifiers.append(str(spec["version"]).strip())
+        elif spec.get("version"):
+            specifiers.append("==" + str(spec["version"]).strip())
+        text = ",".join(specifiers) or None
+        if text:
+            from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+            try:
+                SpecifierSet(text)
+            except InvalidSpecifier:
+                raise UsageError(f"{where}: invalid version specifier {text!r}",
+                                 hint="use PEP 440 forms such as '>=1.24', '<3', '==2.13.*'") from None
+        return cls(version_text(low), version_text(high), text)
+
+    def __bool__(self) -> bool:
+        return bool(self.low or self.high or self.specifier)
+
+    def is_empty(self) -> bool:
+        """True when ``version_from`` is above ``version_to``: nothing can satisfy it."""
+        return bool(self.low and self.high and compare_versions(self.low, self.high) > 0)
+
+    def contains(self, version: str | None) -> bool:
+        """Whether ``version`` is inside the range (an unknown version is not, unless the range is open)."""
+        if not self:
+            return True
+        if not version:
+            return False
+        if self.low and compare_versions(version, self.low) < 0:
+            return False
+        if self.high and compare_versions(version, self.high) > 0:
+            return False
+        if self.specifier:
+            from packaging.specifiers import SpecifierSet
+            from packaging.version import InvalidVersion, Version
+
+            try:
+                return Version(version) in SpecifierSet(self.specifier, prereleases=True)
+            except InvalidVersion:
+                return False
+        return True
+
+    def __str__(self) -> str:
+        parts = []
+        if self.low:
+            parts.append(f">={self.low}")
+        if self.high:
+            parts.append(f"<={self.high}")
+        if self.specifier:
+            parts.append(self.specifier)
+        return ",".join(parts) or "any"
+
+
+# -- the record ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EnvRecord:
+    """One env entry: what it is (soft, package, version), where (full_path, install_dir), its variables."""
+
+    uid: str
+    soft: str | None
+    package: str | None
+    version: str | None
+    tags: tuple[str, ...]
+    full_path: str | None
+    install_dir: str | None
+    env: dict[str, str]
+    path: Path
+    meta: dict
+
+    @classmethod
+    def from_meta(cls, meta: dict, path: Path) -> EnvRecord:
+        env = meta.get("env") or {}
+        return cls(
+            uid=str(meta.get("uid") or path.name), soft=meta.get("soft"), package=meta.get("package"),
+            version=version_text(meta.get("version")), tags=tuple(meta.get("tags") or ()),
+            full_path=meta.get("full_path"), install_dir=meta.get("install_dir"),
+            env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+            path=Path(path), meta=meta,
+        )
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.soft or self.package or self.uid)
+
+    @property
+    def env_prefix(self) -> str | None:
+        return self.meta.get("env_prefix")
+
+    @property
+    def deps(self) -> dict[str, str]:
+        deps = self.meta.get("deps") or {}
+        return dict(deps) if isinstance(deps, dict) else {}
+
+    @property
+    def created(self) -> str:
+        return str(self.meta.get("updated") or self.meta.get("created") or "")
+
+    @property
+    def script(self) -> Path:
+        """The env.sh next to the meta."""
+        return self.path / ENV_SCRIPT
+
+    def is_present(self) -> bool:
+        """False when the thing it records is gone from the disk (its full_path or install_dir)."""
+        for location in (self.full_path, self.install_dir):
+            if location and not os.path.exists(location):
+                return False
+        return True
+
+    def user_tags(self) -> list[str]:
+        """Its tags without the automatic version and platform tags."""
+        return [t for t in self.tags if not is_automatic_tag(t)]
+
+    def summary(self) -> dict:
+        """The JSON form of show/detect results."""
+        return {"uid": self.uid, "soft": self.soft, "package": self.package, "version": self.version,
+                "tags": list(self.tags), "full_path": self.full_path, "install_dir": self.install_dir,
+                "env": dict(self.env), "path": str(self.path), "deps": self.deps}
+
+
+def _record_of(entry: EntryRecord) -> EnvRecord | None:
+    meta = entry.meta
+    if not isinstance(meta, dict) or "env" not in meta or "soft" not in meta:
+        return None  # not a ckx env record (CK's own env entries have soft_uoa and machine-specific paths)
+    return EnvRecord.from_meta(meta, entry.path)
+
+
+def _env_records(ctx: Context, query: Query) -> list[EnvRecord]:
+    found = []
+    for entry in ctx.index.query(query):
+        record = _record_of(entry)
+        if record is not None:
+            found.append(record)
+    return found
+
+
+def sort_newest_first(records: Iterable[EnvRecord]) -> list[EnvRecord]:
+    """Newest version first; among equal versions the most recently created or updated first."""
+    import functools
+
+    def order(a: EnvRecord, b: EnvRecord) -> int:
+        if a.version and b.version:
+            cmp = compare_versions(a.version, b.version)
+            if cmp:
+                return -cmp
+        elif a.version or b.version:
+            return -1 if a.version else 1
+        return (a.created < b.created) - (a.created > b.created)
+
+    return sorted(records, key=functools.cmp_to_key(order))
+
+
+def find_envs(
+    ctx: Context,
+    tags: str | Sequence[str] | None = None,
+    *,
+    version_from: Any = None,
+    version_to: Any = None,
+    version: str | None = None,
+    soft: str | None = None,
+) -> list[EnvRecord]:
+    """Recorded envs carrying all ``tags`` (``-tag`` excludes), within the version range, newest first.
+
+    ``version_from``/``version_to`` are inclusive (CK's int lists or strings); ``version`` is a PEP 440
+    specifier (``">=1.24,<3"``) or an exact version.
+    """
+    include, exclude = split_tags(tags)
+    records = _env_records(ctx, Query(module=MODULE, tags=include, exclude_tags=exclude))
+    if soft is not None:
+        records = [r for r in records if r.soft == soft]
+    bounds = VersionRange.from_spec({"version_from": version_from, "version_to": version_to, "version": version})
+    if bounds:
+        records = [r for r in records if bounds.contains(r.version)]
+    return sort_newest_first(records)
+
+
+def load_env(ctx: Context, uid: str) -> EnvRecord:
+    """The env whose uid is ``uid``; NotFound otherwise."""
+    for entry in ctx.index.query(Query(module=MODULE, name=uid)):
+        record = _record_of(entry)
+        if record is not None:
+            return record
+    raise NotFound(f"no env {uid}", hint="'ckx show env' lists the recorded envs")
+
+
+# -- writing -------------------------------------------------------------------------------------
+def _check_env_vars(env: Mapping[str, Any], where: str) -> dict[str, str]:
+    result = {}
+    for key, value in env.items():
+        if not VAR_NAME_RE.match(str(key)):
+            raise MetaError(f"{where}: invalid environment variable name {key!r}")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "1" if value else "0"
+        result[str(key)] = str(value)
+    return result
+
+
+def render_env_script(record_meta: Mapping[str, Any]) -> str:
+    """The env.sh text of an env: one ``export`` per variable, values shell-quoted.
+
+    Search-path variables (PYTHONPATH, PATH, ...) are prepended to the current value. With an env
+    prefix, the exports sit behind the guard ``<PREFIX>_SET=1`` so that sourcing twice changes nothing.
+    """
+    env = dict(record_meta.get("env") or {})
+    prefix = record_meta.get("env_prefix")
+    guard = f"{prefix}_SET" if prefix else None
+    header = [
+        "#!/bin/sh",
+        f"# ckx env {record_meta.get('uid')}: {record_meta.get('soft') or record_meta.get('package')} "
+        f"{record_meta.get('version') or ''}".rstrip(),
+        "# Written from meta.json; 'ckx detect' or 'ckx install' rewrite it.",
+    ]
+    body = []
+    for key in sorted(env):
+        if key == guard:
+            continue
+        value = shlex.quote(str(env[key]))
+        if key in PATH_VARIABLES:
+            body.append(f'export {key}={value}"${{{key}:+:${{{key}}}}}"')
+        else:
+            body.append(f"export {key}={value}")
+    if guard:
+        body.append(f"export {guard}=1")
+        lines = header + [f'if [ "${{{guard}:-}}" != "1" ]; then'] + ["  " + line for line in body] + ["fi"]
+    else:
+        lines = header + body
+    return "\n".join(lines) + "\n"
+
+
+def _same_thing(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether the recorded meta ``old`` is the thing ``new`` describes (so ``new`` updates it)."""
+    version = new.get("version")
+    if old.get("soft") != new.get("soft") or version_text(old.get("version")) != version:
+        return False
+    if not _same_interpreter(old, new):
+        return False
+    if new.get("full_path"):
+        return old.get("full_path") == new["full_path"]
+    if new.get("install_dir"):
+        return old.get("install_dir") == new["install_dir"]
+    return False
+
+
+def _same_interpreter(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """For Python modules (``detected_by`` "module"): whether both were found through the same interpreter.
+
+    One numpy seen through a ``--system-site-packages`` venv and through the system python is two
+    envs, each tied to its interpreter, rather than one whose python dep flips between them. The
+    interpreter is the ``python`` path (not resolved: a venv's python is a symlink to its base), or the
+    ``python`` dep's uid when a record lacks the path. Other kinds of records always match here.
+    """
+    if "module" not in (old.get("detected_by"), new.get("detected_by")):
+        return True
+    old_path, new_path = old.get("python"), new.get("python")
+    if old_path and new_path:
+        return os.path.normpath(str(old_path)) == os.path.normpath(str(new_path))
+    old_dep = (old.get("deps") or {}).get("python")
+    new_dep = (new.get("deps") or {}).get("python")
+    return old_dep == new_dep
+
+
+def record_env(
+    ctx: Context,
+    *,
+    soft: str | None,
+    version: Any,
+    full_path: str | os.PathLike | None,
+    env: Mapping[str, Any],
+    tags: str | Sequence[str],
+    package: str | None = None,
+    install_dir: str | os.PathLike | None = None,
+    extra_tags: str | Sequence[str] = (),
+    env_prefix: str | None = None,
+    deps: Mapping[str, str] | None = None,
+    name: str | None = None,
+    detected_by: str | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> EnvRecord:
+    """Record an env in the local repo and write its env.sh; returns it.
+
+    The same soft, full_path (or install_dir) and version give the same env, updated in place (uid and
+    ``created`` kept), not a duplicate; for a Python module (``detected_by="module"``) the interpreter it
+    was found through (``extra_meta["python"]``, else ``deps["python"]``) must be the same too. Tags get
+    the version tags (v3, v3.11, v3.11.7) and the platform tags added; ``<env_prefix>_SET=1`` joins the
+    variables. Raises MetaError for a bad variable name.
+    """
+    return record_env_ex(
+        ctx, soft=soft, version=version, full_path=full_path, env=env, tags=tags, package=package,
+        install_dir=install_dir, extra_tags=extra_tags, env_prefix=env_prefix, deps=deps, name=name,
+        detected_by=detected_by, extra_meta=extra_meta,
+    )[0]
+
+
+def record_env_ex(
+    ctx: Context,
+    *,
+    soft: str | None,
+    version: Any,
+    full_path: str | os.PathLike | None,
+    env: Mapping[str, Any],
+    tags: str | Sequence[str],
+    package: str | None = None,
+    install_dir: str | os.PathLike | None = None,
+    extra_tags: str | Sequence[str] = (),
+    env_prefix: str | None = None,
+    deps: Mapping[str, str] | None = None,
+    name: str | None = None,
+    detected_by: str | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> tuple[EnvRecord, bool]:
+    """``record_env`` that also says whether the env is new (True) or was already recorded (False)."""
+    from filelock import FileLock
+
+    from ckx.core.cid import new_uid
+    from ckx.store.entry import normalise_tags
+    from ckx.store.generic import write_new_entry
+    from ckx.core.jsonio import write_json_atomic, write_text_atomic
+    from ckx.software.platform import platform_tags
+    from ckx.store.repo import now_iso
+
+    version = version_text(version)
+    full_path = str(full_path) if full_path else None
+    install_dir = str(install_dir) if install_dir else None
+    what = f"env of {soft or package}"
+    if env_prefix is not None and not VAR_NAME_RE.match(env_prefix):
+        raise MetaError(f"{what}: invalid env_prefix {env_prefix!r}")
+    variables = _check_env_vars(env or {}, what)
+    if env_prefix:
+        variables[f"{env_prefix}_SET"] = "1"
+    all_tags = normalise_tags(tags) + normalise_tags(extra_tags) + version_tags(version) + platform_tags()
+    meta: dict[str, Any] = {
+        "alias": None, "schema_version": ENV_SCHEMA_VERSION, "tags": list(dict.fromkeys(all_tags)),
+        "soft": soft, "package": package, "name": name or soft or package or "env",
+        "version": version, "version_split": version_split(version), "full_path": full_path,
+        "install_dir": install_dir, "env_prefix": env_prefix, "env": variables, "deps": dict(deps or {}),
+        "detected_by": detected_by or ("package" if package else None),
+    }
+    meta.update(extra_meta or {})
+    repo = ctx.registry.get(LOCAL)
+    ctx.home.locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(ctx.home.locks / "envs.lock"), timeout=120):
+        ctx.index.refresh([MODULE], force=True)
+        for entry in ctx.index.query(Query(module=MODULE, repo=repo.name)):
+            old = entry.meta
+            if _same_thing(old, meta):
+                # Keep what others added (a venv's tag, a dep): detecting again must not take it away.
+                kept = [t for t in old.get("tags") or () if not is_automatic_tag(t) and t not in meta["tags"]]
+                meta["tags"] = meta["tags"] + kept
+                meta["deps"] = {**(old.get("deps") or {}), **meta["deps"]}
+                meta["uid"] = old.get("uid") or entry.path.name
+                meta["created"] = old.get("created") or now_iso()
+                meta["updated"] = now_iso()
+                write_json_atomic(entry.meta_path, meta)
+                write_text_atomic(entry.path / ENV_SCRIPT, render_env_script(meta))
+                ctx.index.refresh([MODULE], force=True)
+                return EnvRecord.from_meta(meta, entry.path), False
+        meta["uid"] = new_uid()
+        meta["created"] = meta["updated"] = now_iso()
+        entry = write_new_entry(ctx, repo, MODULE, None, meta["uid"], meta, validate=False)
+        write_text_atomic(entry.path / ENV_SCRIPT, render_env_script(meta))
+        return EnvRecord.from_meta(meta, entry.path), True
+
+
+def delete_env(ctx: Context, uid: str) -> EnvRecord:
+    """Delete the env record ``uid`` (never its install_dir); returns what was deleted. NotFound if absent."""
+    from ckx.store.generic import delete_tree
+
+    record = load_env(ctx, uid)
+    repo_name = _repo_of(ctx, record)
+    if not ctx.registry.get(repo_name).writable:
+        raise UsageError(f"env {uid} is in a CK-format repo, which ckx does not modify")
+    delete_tree(record.path)
+    ctx.index.refresh([MODULE], force=True)
+    return record
+
+
+def _repo_of(ctx: Context, record: EnvRecord) -> str:
+    for repo in ctx.registry:
+        try:
+            record.path.relative_to(repo.path)
+        except ValueError:
+            continue
+        return repo.name
+    return LOCAL
+
+
+# -- combining envs ------------------------------------------------------------------------------
+def merge_env(base: Mapping[str, str], layers: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """``base`` with each layer's variables applied in order; search-path variables are prepended to."""
+    result = dict(base)
+    for layer in layers:
+        for key, value in layer.items():
+            value = str(value)
+            if key in PATH_VARIABLES and result.get(key):
+                parts = [p for p in value.split(os.pathsep) if p]
+                kept = [p for p in result[key].split(os.pathsep) if p and p not in parts]
+                result[key] = os.pathsep.join(parts + kept)
+            else:
+                result[key] = value
+    return result
+
+
+# -- actions -------------------------------------------------------------------------------------
+def _selected(ctx: Context, inp: dict) -> list[EnvRecord]:
+    """The envs an action names: ``env:UID`` CIDs (wildcards allowed) and/or ``--tags``."""
+    from ckx.core.cid import Cid
+    from ckx.store.generic import find_entries
+
+    cids = [c for c in (inp.get("cids") or []) if c]
+    names = []
+    for text in cids:
+        cid = Cid.parse(text)
+        if cid.module == MODULE and cid.entry:
+            names.append(cid)
+    if not names and inp.get("entry"):
+        names.append(Cid(module=MODULE, entry=inp["entry"], repo=inp.get("repo")))
+    tags = inp.get("tags")
+    if not names:
+        return find_envs(ctx, tags=tags) if tags else []
+    found: dict[str, EnvRecord] = {}
+    for cid in names:
+        entries = find_entries(ctx, cid, tags=tags)
+        if not entries:
+            raise NotFound(f"no env {cid.entry}" + (f" with tags {tags}" if tags else ""),
+                           hint="'ckx show env' lists the recorded envs")
+        for entry in entries:
+            record = _record_of(entry)
+            if record is not None:
+                found[record.uid] = record
+    return sort_newest_first(found.values())
+
+
+def action_show(ctx: Context, inp: dict) -> dict:
+    """``ckx show env [env:UID] [--tags=...]``: a table of uid, soft, version, tags and path."""
+    if inp.get("entry") or inp.get("tags"):
+        records = _selected(ctx, inp)
+    else:
+        records = sort_newest_first(_env_records(ctx, Query(module=MODULE)))
+    records.sort(key=lambda r: (r.soft or r.package or ""))  # stable: newest first within a soft
+    rows = [[r.uid, r.soft or "", r.version or "", ",".join(r.user_tags()),
+             (r.full_path or r.install_dir or "") + ("" if r.is_present() else "  (missing)")] for r in records]
+    result: dict[str, Any] = {"return": 0, "envs": [r.summary() for r in records]}
+    if rows:
+        result["table"] = {"columns": ["uid", "soft", "version", "tags", "path"], "rows": rows}
+    else:
+        result["text"] = "no envs recorded" + (f" with tags {inp.get('tags')}" if inp.get("tags") else "") + \
+            " (record some with 'ckx detect soft' or 'ckx install package')"
+    return result
+
+
+def action_rm(ctx: Context, inp: dict) -> dict:
+    """``ckx rm env:UID | env --tags=... [--force] [--all]``; ``--all`` also deletes install dirs under $CKX_TOOLS."""
+    from ckx.store.generic import confirm_deletion, delete_tree
+
+    if not inp.get("entry") and not inp.get("tags"):
+        raise UsageError("'rm env' needs an env uid or --tags", hint="usage: ckx rm env:UID | ckx rm env --tags=a,b [--force]")
+    records = _selected(ctx, inp)
+    if not records:
+        raise NotFound(f"no env has tags {inp.get('tags')}", hint="'ckx show env' lists the recorded envs")
+    confirm_deletion(ctx, inp, [f"env:{r.uid} ({r.soft or r.package} {r.version or ''})".replace(" )", ")")
+                                for r in records])
+    tools = ctx.home.tools.resolve()
+    removed = []
+    lines = []
+    for record in records:
+        if not ctx.registry.get(_repo_of(ctx, record)).writable:
+            raise UsageError(f"env {record.uid} is in a CK-format repo, which ckx does not modify")
+        delete_tree(record.path)
+        lines.append(f"removed env {record.uid} ({record.soft or record.package} {record.version or ''})".rstrip())
+        if inp.get("all") and record.install_dir:
+            target = Path(record.install_dir).resolve()
+            if target != tools and tools in target.parents and target.is_dir():
+                delete_tree(target)
+                lines.append(f"  and its install directory {target}")
+            elif target.exists():
+                ctx.warn(f"kept {target}: only install directories inside {tools} are deleted")
+        removed.append(record.summary())
+    ctx.index.refresh([MODULE], force=True)
+    return {"return": 0, "removed": removed, "text": "\n".join(lines)}
+
+
+def _pick(ctx: Context, records: list[EnvRecord], what: str) -> EnvRecord:
+    """The preferred env among several (newest version, then most recent) and say so."""
+    present = [r for r in records if r.is_present()] or records
+    chosen = present[0]
+    if len(present) > 1:
+        others = ", ".join(f"{r.uid} ({r.version or '?'})" for r in present[1:5])
+        ctx.info(f"{len(present)} envs match {what}; using {chosen.uid} ({chosen.soft} {chosen.version or ''}); "
+                 f"others: {others}")
+    return chosen
+
+
+def virtual_environment(ctx: Context, inp: dict) -> tuple[list[EnvRecord], dict[str, str]]:
+    """The envs ``virtual env`` applies (CIDs, ``--tags``, ``--tag_groups="a,b c,d"``) and the environment."""
+    chosen: list[EnvRecord] = []
+    cid_given = bool(inp.get("entry")) or any(":" in c for c in inp.get("cids") or [])
+    if cid_given:
+        chosen.extend(_selected(ctx, {**inp, "tags": None}))
+    groups = []
+    if inp.get("tags") and not cid_given:
+        groups.append(str(inp["tags"]))
+    groups.extend(str(inp.get("tag_groups") or "").split())
+    for group in groups:
+        matches = find_envs(ctx, tags=group)
+        if not matches:
+            raise NotFound(f"no env has tags {group}",
+                           hint="record one with 'ckx detect soft --tags=...' or 'ckx install package --tags=...'")
+        chosen.append(_pick(ctx, matches, f"tags {group}"))
+    if not chosen:
+        raise UsageError("which envs? give env:UID, --tags=... or --tag_groups='a,b c,d'",
+                         hint="usage: ckx virtual env --tags=... [--shell_cmd='...'] [-- CMD ARGS]")
+    return chosen, merge_env(os.environ, [r.env for r in chosen])
+
+
+def action_virtual(ctx: Context, inp: dict) -> dict:
+    """``ckx virtual env --tags=... [--shell_cmd='...' | --cmd='...' | -- CMD ARGS]``.
+
+    Runs a command with the envs' variables in its environment: ``-- CMD ARGS`` as given, ``--cmd`` split
+    with shlex (no shell), ``--shell_cmd`` through ``/bin/sh -c`` (shell syntax allowed). Without any,
+    starts ``$SHELL`` on a terminal. A non-zero exit raises ProgramFailed (exit 6).
+    """
+    chosen, env = virtual_environment(ctx, inp)
+    if inp.get("rest"):
+        argv = [str(a) for a in inp["rest"]]
+    elif isinstance(inp.get("shell_cmd"), str):
+        argv = ["/bin/sh", "-c", inp["shell_cmd"]]
+    elif isinstance(inp.get("cmd"), str):
+        argv = shlex.split(inp["cmd"])
+    elif ctx.interactive:
+        argv = [os.environ.get("SHELL") or "/bin/sh"]
+        ctx.info("starting a shell with " + ", ".join(f"{r.soft} {r.version or ''}".rstrip() for r in chosen)
+                 + "; exit to return")
+    else:
+        raise UsageError("nothing to run and no terminal for a shell",
+                         hint="add --shell_cmd='...' or -- CMD ARGS")
+    if not argv:
+        raise UsageError("the command is empty")
+    timeout = inp.get("timeout")
+    try:
+        timeout_s = float(timeout) if timeout not in (None, "", True) else None
+    except ValueError:
+        raise UsageError(f"--timeout must be a number of seconds, not {timeout!r}") from None
+    log.debug("virtual env: running %s", argv)
+    try:
+        proc = subprocess.run(argv, env=env, timeout=timeout_s, check=False)
+    except FileNotFoundError:
+        raise NotFound(f"command not found: {argv[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise ProgramFailed(f"{shlex.join(argv)} ran longer than {timeout_s} s and was stopped") from None
+    uids = [r.uid for r in chosen]
+    if proc.returncode != 0:
+        raise ProgramFailed(f"{shlex.join(argv)} exited with status {proc.returncode}",
+                            hint="the envs applied: " + ", ".join(uids))
+    return {"return": 0, "envs": uids, "returncode": proc.returncode, "argv": argv}
+
+
+__all__ = [
+    "ENV_SCRIPT",
+    "PATH_VARIABLES",
+    "EnvRecord",
+    "VersionRange",
+    "action_rm",
+    "action_show",
+    "action_virtual",
+    "compare_versions",
+    "delete_env",
+    "find_envs",
+    "is_automatic_tag",
+    "load_env",
+    "merge_env",
+    "record_env",
+    "record_env_ex",
+    "render_env_script",
+    "sort_newest_first",
+    "version_split",
+    "version_tags",
+    "version_text",
+    "virtual_environment",
+]

@@ -1,0 +1,67 @@
+"""Entries: meta validation against the kind's JSON Schema, fresh loads, and base-entry merging."""
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ckx.core.errors import MetaError
+from ckx.core.jsonio import read_meta_file
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+META_SCHEMA_VERSION = 1
+
+
+@lru_cache(maxsize=None)
+def _validator(kind: str):
+    import jsonschema  # lazily: validation happens on writes, not on start-up
+    from referencing import Registry, Resource
+
+    resources = []
+    for path in SCHEMA_DIR.glob("*.json"):
+        resources.append((path.name, Resource.from_contents(json.loads(path.read_text()))))
+    registry = Registry().with_resources(resources)
+    name = f"{kind}.json" if (SCHEMA_DIR / f"{kind}.json").is_file() else "common.json"
+    schema = json.loads((SCHEMA_DIR / name).read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, registry=registry)
+
+
+def validate_meta(meta: Any, kind: str, source: str | Path) -> None:
+    """Check ``meta`` against the schema of ``kind``; MetaError names ``source`` and the failing field."""
+    validator = _validator(kind)
+    errors = sorted(validator.iter_errors(meta), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    lines = []
+    for error in errors[:5]:
+        field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        lines.append(f"{source}: field '{field}': {error.message}")
+    more = f"\n  ... and {len(errors) - 5} more" if len(errors) > 5 else ""
+    raise MetaError("invalid meta:\n  " + "\n  ".join(lines) + more)
+
+
+def load_meta(meta_path: Path) -> dict:
+    """The meta of an entry, read fresh from disk."""
+    return read_meta_file(meta_path)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: ``override`` merged into ``base``; nested dicts merge, everything else replaces."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def normalise_tags(tags: Any) -> list[str]:
+    """Tags from a list or a comma-separated string, stripped, without duplicates, order kept."""
+    if tags is None:
+        return []
+    items = tags.split(",") if isinstance(tags, str) else list(tags)
+    return list(dict.fromkeys(str(t).strip() for t in items if str(t).strip()))
