@@ -8,35 +8,63 @@ from pathlib import Path
 from typing import Any
 
 from ckx.core.errors import MetaError
+from ckx.core.limits import DEFAULT_LIMITS, nesting_depth
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; a syntax error becomes MetaError naming the file, line and column."""
+def _read_bounded(path: Path, max_bytes: int | None) -> bytes:
+    """The bytes of ``path``; MetaError naming it when it holds more than ``max_bytes``."""
+    with open(path, "rb") as handle:
+        if max_bytes is None:
+            return handle.read()
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise MetaError(f"{path}: larger than the {max_bytes}-byte limit for meta files",
+                        hint="raise 'limits.meta_max_bytes' in $CKX_HOME/settings.json if the file is trusted")
+    return data
+
+
+def read_json(path: Path, *, max_bytes: int | None = None) -> Any:
+    """Parse a JSON file; a syntax error, non-UTF-8 text or runaway nesting becomes MetaError naming the file."""
     try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read())
+        return json.loads(_read_bounded(path, max_bytes))
     except json.JSONDecodeError as exc:
         raise MetaError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
         raise MetaError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except RecursionError:
+        raise MetaError(f"{path}: nested too deeply to parse") from None
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file (safe loader); errors name the file."""
+def read_yaml(path: Path, *, max_bytes: int | None = None) -> Any:
+    """Parse a YAML file with the safe loader and no aliases (an alias bomb expands exponentially)."""
     import yaml  # lazily: YAML metas are rare and yaml costs start-up time
 
+    class _NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise MetaError(f"{path}: line {mark.line + 1}: YAML aliases are not allowed in meta files")
+            return super().compose_node(parent, index)
+
     try:
-        with open(path, "rb") as handle:
-            return yaml.safe_load(handle)
+        return yaml.load(_read_bounded(path, max_bytes), Loader=_NoAliasLoader)  # noqa: S506 - safe loader
     except yaml.YAMLError as exc:
         raise MetaError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise MetaError(f"{path}: nested too deeply to parse") from None
 
 
-def read_meta_file(path: Path) -> dict:
-    """Read a meta file by its suffix; the top level must be a mapping."""
-    data = read_yaml(path) if path.suffix in (".yaml", ".yml") else read_json(path)
+def read_meta_file(path: Path, *, max_bytes: int = DEFAULT_LIMITS.meta_max_bytes,
+                   max_depth: int = DEFAULT_LIMITS.meta_max_depth) -> dict:
+    """Read a meta file by its suffix; the top level must be a mapping, within the size and depth bounds."""
+    reader = read_yaml if path.suffix in (".yaml", ".yml") else read_json
+    data = reader(path, max_bytes=max_bytes)
     if not isinstance(data, dict):
         raise MetaError(f"{path}: the top level must be an object, not {type(data).__name__}")
+    depth = nesting_depth(data)
+    if depth > max_depth:
+        raise MetaError(f"{path}: nested {depth} levels deep, over the limit of {max_depth}",
+                        hint="raise 'limits.meta_max_depth' in $CKX_HOME/settings.json if the file is trusted")
     return data
 
 
