@@ -56,6 +56,17 @@ def parse_label_field(field: str) -> tuple[int, ...]:
     return tuple(int(item) for item in items)
 
 
+def unsafe_name_problem(name: str) -> str | None:
+    """Why a listed image name could reach outside the dataset directory, or None when it cannot."""
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path"
+    if any(part == ".." for part in name.replace("\\", "/").split("/")):
+        return "climbs out of the dataset directory with '..'"
+    if any(ord(char) < 32 for char in name):
+        return "holds a control character"
+    return None
+
+
 def read_val_map(list_path: str | os.PathLike, *, count: int | None = None) -> list[ListEntry]:
     """Read a val_map (``NAME LABEL`` or ``NAME L1,L2,...`` per line; blank lines ignored).
 
@@ -65,7 +76,8 @@ def read_val_map(list_path: str | os.PathLike, *, count: int | None = None) -> l
     """
     path = Path(list_path)
     try:
-        handle = path.open("r", encoding="utf-8")
+        # utf-8-sig: a byte-order mark from a Windows editor would otherwise stick to the first name
+        handle = path.open("r", encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputNotFound(f"dataset list not found: {path}") from None
     except OSError as exc:
@@ -90,6 +102,10 @@ def read_val_map(list_path: str | os.PathLike, *, count: int | None = None) -> l
                         f"{path}:{lineno}: label must be a non-negative integer or a comma-separated set "
                         f"of them, got {fields[1]!r}"
                     ) from None
+                problem = unsafe_name_problem(fields[0])
+                if problem:
+                    raise FormatError(f"{path}:{lineno}: image name {fields[0]!r} {problem}",
+                                      hint="names in a val_map are relative to the dataset directory")
                 entries.append(ListEntry(fields[0], labels, lineno))
         except UnicodeDecodeError as exc:
             raise FormatError(f"{path}: not a UTF-8 text file ({exc.reason})") from None

@@ -159,10 +159,35 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
     Raises FormatError naming the file if OpenCV cannot decode it.
     """
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(os.fspath(path), dtype=np.uint8)
+    except OSError as exc:
+        raise FormatError(f"cannot read image {path} ({exc.strerror or exc})") from None
+    problem = truncation_problem(data)
+    if problem:
+        raise FormatError(f"image {path} is truncated ({problem})")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise FormatError(f"cannot decode image {path} (missing, unreadable or not an image)")
+        raise FormatError(f"cannot decode image {path} (empty, damaged or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def truncation_problem(data: np.ndarray) -> str | None:
+    """Why an encoded JPEG or PNG is cut short, or None.
+
+    OpenCV decodes a truncated JPEG with only a libjpeg warning on stderr and grey rows where the data
+    stopped, so the end markers are checked first: a JPEG must end with EOI (FF D9, trailing padding
+    allowed) and a PNG with its IEND chunk. Other formats are left to the decoder.
+    """
+    head = data[:8].tobytes()
+    tail = data[-64:].tobytes()
+    if head[:2] == b"\xff\xd8":
+        if b"\xff\xd9" not in tail.rstrip(b"\x00\r\n\t "):
+            return "no JPEG end-of-image marker"
+    elif head == b"\x89PNG\r\n\x1a\n":
+        if b"IEND" not in tail:
+            return "no PNG IEND chunk"
+    return None
 
 
 def resized_shape(height: int, width: int, side: int) -> tuple[int, int]:
@@ -260,9 +285,15 @@ def _save_atomic(array: np.ndarray, path: Path) -> None:
     write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
-def _build_one(job: tuple[str, str, CropParams]) -> None:
+def _build_one(job: tuple[str, str, CropParams]) -> str | None:
+    """Crop one image into the cache; the FormatError's message when the image cannot be used."""
     source, target, params = job
-    _save_atomic(crop_image(source, params), Path(target))
+    try:
+        crop = crop_image(source, params)
+    except FormatError as exc:
+        return exc.message
+    _save_atomic(crop, Path(target))
+    return None
 
 
 def _init_worker() -> None:
@@ -302,10 +333,11 @@ class CropCache:
         show = sys.stderr.isatty() if progress is None else progress
         log.info("preprocessing %d images into %s with %d processes", len(jobs), self.directory, nproc)
         bar = _progress_bar(len(jobs), show)
+        failures: list[str] = []
         try:
             if nproc == 1:
                 for job in jobs:
-                    _build_one(job)
+                    failures.append(_build_one(job))
                     bar(1)
             else:
                 # never plain fork: OpenCV's thread pool, once used in this process, deadlocks in
@@ -313,10 +345,17 @@ class CropCache:
                 context = multiprocessing.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
                 with context.Pool(nproc, initializer=_init_worker) as pool:
                     chunk = max(1, min(32, len(jobs) // (nproc * 8)))
-                    for _ in pool.imap_unordered(_build_one, jobs, chunksize=chunk):
+                    for failure in pool.imap(_build_one, jobs, chunksize=chunk):
+                        failures.append(failure)
                         bar(1)
         finally:
             bar(None)
+        bad = [(sample, message) for sample, message in zip(todo, failures) if message]
+        if bad:
+            sample, message = bad[0]
+            more = f"; {len(bad) - 1} more image(s) failed too" if len(bad) > 1 else ""
+            raise FormatError(f"{message} (val_map line {sample.line}: {sample.name}){more}",
+                              hint="replace the damaged file or remove its line from the list")
         return CacheReport(len(todo), len(samples) - len(todo))
 
     def load(self, sample: Sample) -> np.ndarray:
