@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
-from ckx.transfer.checksum import CHUNK_SIZE, Checker, new_hash
-from ckx.core.report import Reporter
 from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound, UsageError
+from ckx.core.limits import DEFAULT_LIMITS
+from ckx.core.report import Reporter
+from ckx.transfer.checksum import CHUNK_SIZE, Checker, new_hash
 
 if TYPE_CHECKING:  # requests is imported lazily: `import ckx.transfer.fetch` must stay cheap
     import requests
@@ -219,6 +220,8 @@ def fetch(
     offline: bool = False,
     url_map: Mapping[str, str] | None = None,
     extra_hint: str | None = None,
+    max_bytes: int | None = None,
+    expected_size: int | None = None,
 ) -> Path:
     """Download the first of ``urls`` that works into the file ``dest`` and return ``dest``.
 
@@ -227,6 +230,9 @@ def fetch(
     ``backoff * 2**n`` seconds (at most 30) between them. ``timeout`` is seconds, or
     (connect, read). ``url_map`` rewrites URL prefixes (default: ``$CKX_URL_MAP``).
     ``extra_hint`` is added to the error hint (e.g. how to use an embedded default).
+    A body is never stored past ``expected_size`` (the size a meta states), ``max_bytes`` (default: the
+    ``download_max_bytes`` limit) or the server's own Content-Length: a server that sends more is a
+    failed attempt, and its bytes are deleted.
 
     Raises DownloadError (every attempt listed) when no URL served the file or when offline,
     ChecksumMismatch when the file served does not verify, CkxError when ``dest`` is unwritable.
@@ -263,7 +269,10 @@ def fetch(
             # Another process may have completed the same download while this one waited.
             if _cache_hit(dest, checker, reporter):
                 return dest
-            download = _Download(dest, checker, reporter, timeout, retries, backoff, hint)
+            cap = DEFAULT_LIMITS.download_max_bytes if max_bytes is None else max_bytes
+            if expected_size is not None:
+                cap = min(cap, expected_size)
+            download = _Download(dest, checker, reporter, timeout, retries, backoff, hint, cap)
             return download.run(url_list, mapping, session)
         finally:
             lock.release()
@@ -294,8 +303,10 @@ class _Download:
         retries: int,
         backoff: float,
         hint: str,
+        max_bytes: int,
     ) -> None:
         self.dest = dest
+        self.max_bytes = max_bytes
         self.part = dest.with_name(dest.name + PART_SUFFIX)
         self.checker = checker
         self.reporter = reporter
@@ -421,7 +432,11 @@ class _Download:
             length = _content_length(response)
             if total is None and length is not None:
                 total = start_at + length
-            received = self._stream(response, append, start_at, total)
+            limit = self.max_bytes if length is None else min(self.max_bytes, start_at + length)
+            if start_at + (length or 0) > self.max_bytes:
+                self.part.unlink(missing_ok=True)
+                raise _Unavailable(f"announces {start_at + (length or 0)} bytes, over the {self.max_bytes}-byte limit")
+            received = self._stream(response, append, start_at, total, limit)
             if length is not None and received < length:
                 raise _Transient(f"connection closed after {start_at + received} of {start_at + length} bytes")
             return append
@@ -434,8 +449,13 @@ class _Download:
         self.part.unlink(missing_ok=True)
         raise _Transient(f"HTTP 416: partial file of {offset} bytes is longer than the {total} served; restarting")
 
-    def _stream(self, response: "requests.Response", append: bool, start_at: int, total: int | None) -> int:
-        """Write the body into the .part (appending when resuming); return the bytes received."""
+    def _stream(self, response: "requests.Response", append: bool, start_at: int, total: int | None,
+                limit: int) -> int:
+        """Write the body into the .part (appending when resuming); return the bytes received.
+
+        A body that runs past ``limit`` bytes (counting what the .part held) is cut off, the .part
+        deleted and the attempt failed: an endless or lying server cannot fill the disk.
+        """
         import requests
         import urllib3
 
@@ -451,6 +471,11 @@ class _Download:
                     break
                 except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
                     raise _Transient(f"connection lost after {start_at + received} bytes: {_reason(exc)}") from exc
+                if start_at + received + len(chunk) > limit:
+                    out.close()
+                    self.part.unlink(missing_ok=True)
+                    raise _Unavailable(f"sent more than {limit} bytes (the size limit of this download); "
+                                       "nothing was kept")
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
