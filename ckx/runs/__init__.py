@@ -1,0 +1,1 @@
+"""Running programs, recording experiments from their results, and dashboards of them."""

@@ -1,0 +1,1 @@
+"""Repos between machines and people: the catalog, git pull, zip and unzip."""

@@ -1,0 +1,1 @@
+"""Software on the machine: detection, env records, installation, dependency resolution, venvs, the platform."""

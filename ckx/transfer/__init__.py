@@ -1,0 +1,1 @@
+"""Moving bytes in: downloads with resume and checksums, and the safe unpacking of archives."""

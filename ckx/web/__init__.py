@@ -1,0 +1,1 @@
+"""The JSON web API over the action table."""
