@@ -45,13 +45,13 @@ ACTIONS: tuple[Action, ...] = (
     Action("cp", None, "ckx.store.generic:cp", "copy an entry under a new uid", "ckx cp MODULE:SRC NEW | REPO:MODULE:NEW"),
     Action("list_tags", None, "ckx.store.generic:list_tags", "list tags with counts", "ckx list_tags [MODULE] [--tags=...]", read_only=True),
     Action("path", None, "ckx.store.generic:path", "print the directory of an entry, module or repo", "ckx path MODULE[:ENTRY] | repo:NAME", read_only=True),
-    Action("zip", None, "ckx.sharing.share:action_zip", "archive entries or a whole repo", "ckx zip CID [--archive_name=F] [--auto_name] | ckx zip repo:NAME"),
+    Action("zip", None, "ckx.sharing.zip:action_zip", "archive entries or a whole repo", "ckx zip CID [--archive_name=F] [--auto_name] | ckx zip repo:NAME"),
     # repos
     Action("add", "repo", "ckx.store.repo_actions:add_repo", "register a repo (created if missing)", "ckx add repo:NAME [--path=DIR] [--url=URL] [--quiet]"),
     Action("list", "repo", "ckx.store.repo_actions:list_repos", "list registered repos", "ckx list repo", read_only=True),
     Action("rm", "repo", "ckx.store.repo_actions:rm_repo", "unregister a repo (--all also deletes its files)", "ckx rm repo:NAME [--all] [--force]"),
-    Action("pull", "repo", "ckx.sharing.share:action_pull", "clone or update a repo with git", "ckx pull repo:ALIAS [--url=URL] [--branch=NAME]", long=True),
-    Action("unzip", "repo", "ckx.sharing.share:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]", long=True),
+    Action("pull", "repo", "ckx.sharing.pull:action_pull", "clone or update a repo with git", "ckx pull repo:ALIAS [--url=URL] [--branch=NAME]", long=True),
+    Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]", long=True),
     # software
     Action("detect", "soft", "ckx.software.detect:action_detect_soft", "detect installed software and record envs",
            "ckx detect soft[:ALIAS] [--tags=...] [--full_path=P] [--search_dir=D] [--search_depth=N] [--force_version=V]"
