@@ -73,13 +73,13 @@ ACTIONS: tuple[Action, ...] = (
     Action("run", "program", "ckx.runs.program:action_run", "run a program's command key",
            "ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=tags] [--deps.DEP=ENV_UID] [--offline]"
            " [--print_files=a,b] [--timeout=S] [-- EXTRA ARGS]", long=True),
-    Action("benchmark", "program", "ckx.runs.experiment:action_benchmark", "run a program N times and record the results",
+    Action("benchmark", "program", "ckx.runs.benchmark:action_benchmark", "run a program N times and record the results",
            "ckx benchmark program:NAME --cmd_key=KEY [--repetitions=N] [--record] [--record_uoa=NAME] [--record_repo=REPO]"
            " [--tags=...] [--print_files=a,b] [--skip_print_timers] [--skip_print_stats] [--env.VAR=V] [--timeout=S]",
            long=True),
-    Action("show", "experiment", "ckx.runs.experiment:action_show", "a table of an experiment's points", "ckx show experiment:NAME", read_only=True),
-    Action("replay", "experiment", "ckx.runs.experiment:action_replay", "re-run a recorded point", "ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]", long=True),
-    Action("export", "experiment", "ckx.runs.experiment:action_export", "export points as CSV or JSON", "ckx export experiment:NAME --format=csv|json [--out=FILE]", read_only=True),
+    Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points", "ckx show experiment:NAME", read_only=True),
+    Action("replay", "experiment", "ckx.runs.replay:action_replay", "re-run a recorded point", "ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]", long=True),
+    Action("export", "experiment", "ckx.runs.export:action_export", "export points as CSV or JSON", "ckx export experiment:NAME --format=csv|json [--out=FILE]", read_only=True),
     Action("dashboard", None, "ckx.runs.dashboard:action_dashboard", "an HTML page of experiments",
            "ckx dashboard [experiment:NAME ...] [--tags=...] [--out=report.html] [--serve --port=N [--serve_for=S]]"),
     Action("serve", None, "ckx.web.server:action_serve", "serve the actions as a JSON web API", "ckx serve [--host=127.0.0.1] [--port=N] [--token=T]"),
