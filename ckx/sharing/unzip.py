@@ -1,9 +1,10 @@
 """`ckx unzip`: check every member of an archive, then extract its entries into a repo, or it as a new repo.
 
 Archives hold paths relative to the repo root, as CK's ``ckr.zip`` does. Extraction checks every
-member before anything is written: absolute names, ``..`` components, ``.git`` components, links
-(zip members with a symlink mode), special files, duplicates and members that would be written
-through a symlink already on disk are refused (UnsafeArchive, exit 5). Existing entries are
+member before anything is written, with the checker package unpacking uses (ckx.transfer.safety):
+absolute names, drive letters, backslashes, ``..`` components, links (zip members with a symlink
+mode), special files, duplicates and members that would be written through a symlink already on
+disk are refused (UnsafeArchive, exit 5), and so are ``.git`` components. Existing entries are
 skipped unless ``--overwrite``; CK-layout entries unzipped into a native repo are converted to
 the native layout (``.cm/meta.json`` -> ``meta.json`` with uid, alias and tags).
 """
@@ -15,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ckx.core.cid import check_name, is_uid, new_uid
-from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound, UnsafeArchive, UsageError
+from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound, UsageError
 from ckx.core.home import LOCAL_REPO_NAME
 from ckx.core.inputs import as_bool
 from ckx.sharing.placement import REPO_FILES, move_and_register
@@ -31,6 +31,7 @@ from ckx.store.context import Context
 from ckx.store.entry import META_SCHEMA_VERSION, normalise_tags
 from ckx.store.index import Query
 from ckx.store.repo import DIR_KINDS, META_NAMES, NATIVE_REPO_FILE, Repo, detect_format, read_repo_description
+from ckx.transfer.safety import ArchiveChecker
 
 log = logging.getLogger(__name__)
 
@@ -50,63 +51,21 @@ class _Member:
         return "/".join(self.parts)
 
 
-def _refused(archive: Path, name: str, why: str) -> UnsafeArchive:
-    return UnsafeArchive(f"refusing to unzip {archive}: member {name!r} {why}",
-                         hint="the archive is unsafe or malformed; nothing was written")
-
-
 def check_zip_members(archive: Path, zf: zipfile.ZipFile) -> list[_Member]:
-    """Every file member of ``zf``, checked: UnsafeArchive for absolute names, ``..`` or ``.git``
-    components, NUL bytes, symlink or special-file modes, duplicates and file/directory clashes;
-    IntegrityError for encrypted members. Directory members are checked and dropped."""
-    files: dict[tuple[str, ...], _Member] = {}
-    dirs: set[tuple[str, ...]] = set()
-    for info in zf.infolist():
-        name = info.filename
-        if "\0" in name:
-            raise _refused(archive, name, "contains a NUL byte")
-        text = name.replace("\\", "/")
-        if text.startswith("/") or (len(text) >= 2 and text[1] == ":" and text[0].isalpha()):
-            raise _refused(archive, name, "has an absolute path")
-        parts = tuple(p for p in text.split("/") if p not in ("", "."))
-        if ".." in parts:
-            raise _refused(archive, name, "has a '..' component")
-        if any(p.lower() == ".git" for p in parts):
-            raise _refused(archive, name, "would write into a .git directory")
-        if info.flag_bits & 0x1:
-            raise IntegrityError(f"cannot unzip {archive}: member {name!r} is encrypted")
-        mode = info.external_attr >> 16 if info.create_system == 3 else 0
-        kind = stat.S_IFMT(mode)
-        if stat.S_ISLNK(mode):
-            raise _refused(archive, name, "is a symbolic link (links are not extracted)")
-        if not parts:
-            continue
-        if info.is_dir() or stat.S_ISDIR(mode):
-            dirs.add(parts)
-            continue
-        if kind not in (0, stat.S_IFREG):
-            raise _refused(archive, name, f"is a special file (mode {oct(mode)})")
-        if parts in files:
-            raise _refused(archive, name, "appears twice")
-        files[parts] = _Member(parts, info)
-    for parts in files:
-        for depth in range(1, len(parts)):
-            if parts[:depth] in files:
-                raise _refused(archive, "/".join(parts), f"would be written below the file {'/'.join(parts[:depth])!r}")
-        if parts in dirs:
-            raise _refused(archive, "/".join(parts), "is both a file and a directory")
-    return [files[parts] for parts in sorted(files)]
+    """Every file member of ``zf``, checked by ckx.transfer.safety's ArchiveChecker (the checker package
+    unpacking uses), sorted by path. A repo archive may not write into a ``.git`` directory either.
 
-
-def _check_no_links_on_disk(archive: Path, root: Path, parts: tuple[str, ...]) -> None:
-    """Refuse a destination reached through a symlink below ``root`` (a link planted in the repo)."""
-    path = root
-    for part in parts[:-1]:
-        path = path / part
-        if path.is_symlink():
-            raise _refused(archive, "/".join(parts), f"would be written through the symlink {path}")
-        if not path.exists():
-            return
+    Raises UnsafeArchive for a refused member, IntegrityError for an encrypted one. Directory members
+    are checked and dropped.
+    """
+    checker = ArchiveChecker(archive, verb="unzip")
+    files = []
+    for planned in checker.check(checker.zip_members(zf), unique=True):
+        if any(p.lower() == ".git" for p in planned.parts):
+            raise checker.refuse(planned.entry.name, "would write into a .git directory")
+        if planned.entry.kind == "file":
+            files.append(_Member(planned.parts, planned.entry.ref))  # type: ignore[arg-type]
+    return sorted(files, key=lambda member: member.parts)
 
 
 # =========================================================================== unzip: planning
@@ -402,13 +361,14 @@ def _merge(ctx: Context, zf: zipfile.ZipFile, archive: Path, members: list[_Memb
                          hint="unzip into a native repo (the default, local, or one made with 'ckx add repo:NAME')")
     plans, others, unused = _plan_entries(zf, archive, members, repo)
     # Every check before the first write: links on disk on the way to each destination.
+    checker = ArchiveChecker(archive, verb="unzip")
     for plan in plans:
         rel = plan.dest.relative_to(repo.path).parts
         for parts in plan.files:
-            _check_no_links_on_disk(archive, repo.path, (*rel, *parts))
+            checker.no_links_on_disk(repo.path, (*rel, *parts))
         plan.exists = os.path.lexists(plan.dest)
     for member in others:
-        _check_no_links_on_disk(archive, repo.path, member.parts)
+        checker.no_links_on_disk(repo.path, member.parts)
     labels = [p.label for p in plans]
     if len(set(labels)) != len(labels) or len({p.dest for p in plans}) != len(plans):
         raise UsageError(f"{archive} holds the same entry twice (in CK and native layout?)")
