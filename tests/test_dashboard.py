@@ -18,7 +18,8 @@ import pytest
 
 from ckx.store.context import Context
 from ckx.runs.dashboard import build_page, dashboard_data, render_html, start_server
-from ckx.runs.experiment import Repetition, read_experiment, record_point
+from ckx.runs.experiment import Repetition, read_experiment
+from ckx.runs.recording import record_point
 from ckx.core.home import Home
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,10 +15,10 @@ import pytest
 
 from ckx.store.context import Context
 from ckx.core.errors import MetaError, UsageError
-from ckx.runs.experiment import (
-    Repetition, compute_statistics, export_rows, flatten, numeric_characteristics, point_statistics, point_uid,
-    read_experiment, record_point, to_csv,
-)
+from ckx.runs.experiment import Repetition, point_uid, read_experiment
+from ckx.runs.export import export_rows, to_csv
+from ckx.runs.recording import record_point
+from ckx.runs.stats import compute_statistics, flatten, numeric_characteristics, point_statistics
 from ckx.core.home import Home
 from ckx.store.repo import init_native_repo
 from ckx.store.repo_actions import add_repo
@@ -223,7 +223,8 @@ def test_record_into_a_registered_repo_and_refuse_a_ck_format_one(home_ctx, ckx_
 WORKER = r'''
 import sys
 from ckx.store.context import Context
-from ckx.runs.experiment import Repetition, record_point
+from ckx.runs.experiment import Repetition
+from ckx.runs.recording import record_point
 ctx = Context(quiet=True, interactive=False)
 features = {"hostname": "alpha", "cpu": {"model": "Alpha CPU"}}
 for i in range(int(sys.argv[2])):

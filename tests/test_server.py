@@ -17,7 +17,9 @@ from conftest import ROOT, make_ck_repo
 from ckx.api import ACTIONS, access
 from ckx.core.errors import UsageError
 from ckx.core.home import Home
-from ckx.web.server import WEB_ACTIONS, http_status, is_loopback, make_server, openapi_spec
+from ckx.web.openapi import openapi_spec
+from ckx.web.policy import WEB_ACTIONS, http_status, is_loopback
+from ckx.web.server import make_server
 
 CK_ENTRIES = {
     "package": [

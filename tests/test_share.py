@@ -14,7 +14,7 @@ import pytest
 from conftest import make_ck_repo
 from httpserver import http_server  # noqa: F401  (the fixture)
 from ckx.api import access
-from ckx.sharing.share import load_catalog, url_for_alias
+from ckx.sharing.catalog import load_catalog, url_for_alias
 
 GIT_IDENTITY = ["-c", "user.name=ckx test", "-c", "user.email=test@example.org", "-c", "commit.gpgsign=false"]
 

@@ -45,13 +45,13 @@ ACTIONS: tuple[Action, ...] = (
     Action("cp", None, "ckx.store.generic:cp", "copy an entry under a new uid", "ckx cp MODULE:SRC NEW | REPO:MODULE:NEW"),
     Action("list_tags", None, "ckx.store.generic:list_tags", "list tags with counts", "ckx list_tags [MODULE] [--tags=...]", read_only=True),
     Action("path", None, "ckx.store.generic:path", "print the directory of an entry, module or repo", "ckx path MODULE[:ENTRY] | repo:NAME", read_only=True),
-    Action("zip", None, "ckx.sharing.share:action_zip", "archive entries or a whole repo", "ckx zip CID [--archive_name=F] [--auto_name] | ckx zip repo:NAME"),
+    Action("zip", None, "ckx.sharing.zip:action_zip", "archive entries or a whole repo", "ckx zip CID [--archive_name=F] [--auto_name] | ckx zip repo:NAME"),
     # repos
     Action("add", "repo", "ckx.store.repo_actions:add_repo", "register a repo (created if missing)", "ckx add repo:NAME [--path=DIR] [--url=URL] [--quiet]"),
     Action("list", "repo", "ckx.store.repo_actions:list_repos", "list registered repos", "ckx list repo", read_only=True),
     Action("rm", "repo", "ckx.store.repo_actions:rm_repo", "unregister a repo (--all also deletes its files)", "ckx rm repo:NAME [--all] [--force]"),
-    Action("pull", "repo", "ckx.sharing.share:action_pull", "clone or update a repo with git", "ckx pull repo:ALIAS [--url=URL] [--branch=NAME]", long=True),
-    Action("unzip", "repo", "ckx.sharing.share:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]", long=True),
+    Action("pull", "repo", "ckx.sharing.pull:action_pull", "clone or update a repo with git", "ckx pull repo:ALIAS [--url=URL] [--branch=NAME]", long=True),
+    Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]", long=True),
     # software
     Action("detect", "soft", "ckx.software.detect:action_detect_soft", "detect installed software and record envs",
            "ckx detect soft[:ALIAS] [--tags=...] [--full_path=P] [--search_dir=D] [--search_depth=N] [--force_version=V]"
@@ -73,13 +73,13 @@ ACTIONS: tuple[Action, ...] = (
     Action("run", "program", "ckx.runs.program:action_run", "run a program's command key",
            "ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=tags] [--deps.DEP=ENV_UID] [--offline]"
            " [--print_files=a,b] [--timeout=S] [-- EXTRA ARGS]", long=True),
-    Action("benchmark", "program", "ckx.runs.experiment:action_benchmark", "run a program N times and record the results",
+    Action("benchmark", "program", "ckx.runs.benchmark:action_benchmark", "run a program N times and record the results",
            "ckx benchmark program:NAME --cmd_key=KEY [--repetitions=N] [--record] [--record_uoa=NAME] [--record_repo=REPO]"
            " [--tags=...] [--print_files=a,b] [--skip_print_timers] [--skip_print_stats] [--env.VAR=V] [--timeout=S]",
            long=True),
-    Action("show", "experiment", "ckx.runs.experiment:action_show", "a table of an experiment's points", "ckx show experiment:NAME", read_only=True),
-    Action("replay", "experiment", "ckx.runs.experiment:action_replay", "re-run a recorded point", "ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]", long=True),
-    Action("export", "experiment", "ckx.runs.experiment:action_export", "export points as CSV or JSON", "ckx export experiment:NAME --format=csv|json [--out=FILE]", read_only=True),
+    Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points", "ckx show experiment:NAME", read_only=True),
+    Action("replay", "experiment", "ckx.runs.replay:action_replay", "re-run a recorded point", "ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]", long=True),
+    Action("export", "experiment", "ckx.runs.export:action_export", "export points as CSV or JSON", "ckx export experiment:NAME --format=csv|json [--out=FILE]", read_only=True),
     Action("dashboard", None, "ckx.runs.dashboard:action_dashboard", "an HTML page of experiments",
            "ckx dashboard [experiment:NAME ...] [--tags=...] [--out=report.html] [--serve --port=N [--serve_for=S]]"),
     Action("serve", None, "ckx.web.server:action_serve", "serve the actions as a JSON web API", "ckx serve [--host=127.0.0.1] [--port=N] [--token=T]"),

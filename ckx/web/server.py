@@ -18,32 +18,23 @@ Without a token the Host header must name a loopback host (no DNS rebinding).
 """
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import datetime as _dt
 import hmac
-import ipaddress
 import json
 import logging
 import os
-import secrets
 import sys
-import threading
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 from ckx import __version__
-from ckx.api import ACTION_ALIASES, ACTIONS, Action, access, lookup, normalise
-from ckx.core.cid import Cid
-from ckx.core.report import Reporter
-from ckx.store.context import Context
 from ckx.core.errors import CkxError, UsageError
-from ckx.core.inputs import as_int
 from ckx.core.home import Home
+from ckx.core.inputs import as_int
+from ckx.store.context import Context
+from ckx.web.jobs import JOB_WORKERS, ContextPool, JobManager, call_action
+from ckx.web.openapi import openapi_spec
+from ckx.web.policy import WebError, check_request, http_status, is_loopback, query_to_request
 
 log = logging.getLogger(__name__)
 
@@ -51,290 +42,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3344  # CK's web service port
 MAX_BODY = 1 << 20
 TOKEN_ENV = "CKX_SERVE_TOKEN"
-JOBS_KEPT = 200
-JOB_WORKERS = 2
-
-# The actions reachable over the web, as (name, module) keys of ckx.api.ACTIONS. Left out on purpose:
-# serve itself, zip (writes an archive wherever it is told), dashboard (writes files, may serve),
-# virtual env and activate/create/rm venv (spawn shells or build environments); REFUSED_INPUTS below
-# refuses `rm repo --all` and `export experiment --out=FILE`.
-WEB_ACTIONS: frozenset[tuple[str, str | None]] = frozenset({
-    ("add", None), ("load", None), ("find", None), ("search", None), ("list", None), ("rm", None),
-    ("ren", None), ("cp", None), ("list_tags", None), ("path", None),
-    ("add", "repo"), ("list", "repo"), ("rm", "repo"), ("pull", "repo"), ("unzip", "repo"),
-    ("detect", "soft"), ("detect", "platform"), ("install", "package"), ("show", "env"), ("rm", "env"),
-    ("list", "venv"),
-    ("run", "program"), ("benchmark", "program"),
-    ("show", "experiment"), ("replay", "experiment"), ("export", "experiment"),
-    ("version", None), ("help", None), ("uid", None), ("reindex", None),
-})
-
-# Inputs refused even on reachable actions: they delete or write files outside the repos.
-REFUSED_INPUTS: dict[tuple[str, str | None], dict[str, str]] = {
-    ("rm", "repo"): {"all": "deleting a repo's files"},
-    ("export", "experiment"): {"out": "writing a file on the server"},
-}
-
-STATUS_BY_RETURN = {0: 200, 2: 400, 3: 404, 5: 422}
-_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-_CID_KEYS = ("module", "entry", "repo", "cid")
-
-
-def http_status(result: dict) -> int:
-    """The HTTP status of an access() result: 0 -> 200, 2 -> 400, 3 -> 404, 5 -> 422, others 500."""
-    code = result.get("return", 0)
-    return STATUS_BY_RETURN.get(code, 500) if isinstance(code, int) else 500
-
-
-def web_actions() -> list[Action]:
-    """The Action objects reachable over the web, in ACTIONS order."""
-    return [a for a in ACTIONS if (a.name, a.module) in WEB_ACTIONS]
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class WebError(Exception):
-    """A request the web layer refuses before any action runs: an HTTP status and a message."""
-
-    def __init__(self, status: int, message: str, *, code: int = 2, hint: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.hint = hint
-        self.headers = headers or {}
-
-    def to_dict(self) -> dict:
-        data: dict[str, Any] = {"return": self.code, "error": self.message, "error_type": "WebError"}
-        if self.hint:
-            data["hint"] = self.hint
-        return data
-
-
-# =========================================================================== contexts and jobs
-
-
-class _Pooled:
-    __slots__ = ("ctx", "generation", "checked")
-
-    def __init__(self, ctx: Context, generation: int) -> None:
-        self.ctx = ctx
-        self.generation = generation
-        self.checked = time.monotonic()
-
-
-class ContextPool:
-    """Contexts for request threads: each one is used by one thread at a time and reused afterwards.
-
-    A reused context re-reads the registry and re-checks the disk when this server changed
-    something (``invalidate``) or when it is older than ``refresh_interval`` seconds, so changes made
-    by other processes show within that interval (0: on every request).
-    """
-
-    def __init__(self, home: Home, *, refresh_interval: float = 1.0, keep: int = 16) -> None:
-        self.home = home
-        self.refresh_interval = refresh_interval
-        self.keep = keep
-        self._idle: list[_Pooled] = []
-        self._lock = threading.Lock()
-        self._generation = 0
-
-    def invalidate(self) -> None:
-        """Something was written: every context re-reads the registry and index before its next use."""
-        with self._lock:
-            self._generation += 1
-
-    def new_context(self) -> Context:
-        """A fresh non-interactive context on this pool's home."""
-        return Context(self.home, reporter=Reporter(), quiet=True, interactive=False)
-
-    @contextlib.contextmanager
-    def borrow(self) -> Iterator[Context]:
-        """A context for one request, with a fresh reporter."""
-        with self._lock:
-            pooled = self._idle.pop() if self._idle else None
-            generation = self._generation
-        if pooled is None:
-            pooled = _Pooled(self.new_context(), generation)
-        elif pooled.generation != generation:
-            pooled.ctx.forget_registry()  # this server wrote something: start from the registry
-            pooled.generation = generation
-            pooled.checked = time.monotonic()
-        elif time.monotonic() - pooled.checked >= self.refresh_interval:
-            pooled.ctx.expire()  # others may have written: re-check the disk, keep the connection
-            pooled.checked = time.monotonic()
-        pooled.ctx.reporter = Reporter()
-        try:
-            yield pooled.ctx
-        except BaseException:
-            pooled.ctx.close()
-            raise
-        with self._lock:
-            if len(self._idle) < self.keep:
-                self._idle.append(pooled)
-                return
-        pooled.ctx.close()
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for pooled in idle:
-            pooled.ctx.close()
-
-
-@dataclass
-class Job:
-    """A long action run in the background. Mutable: the worker updates it under the manager's lock."""
-
-    id: str
-    action: str
-    module: str | None
-    created: str
-    status: str = "queued"  # queued, running, done, failed
-    started: str | None = None
-    finished: str | None = None
-    result: dict | None = None
-
-    def to_dict(self) -> dict:
-        data: dict[str, Any] = {"return": 0, "job": self.id, "action": self.action, "module": self.module,
-                                "status": self.status, "created": self.created}
-        for key in ("started", "finished"):
-            if getattr(self, key):
-                data[key] = getattr(self, key)
-        if self.result is not None:
-            data["result"] = self.result
-            data["http_status"] = http_status(self.result)
-        return data
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-class JobManager:
-    """Runs long actions on a small thread pool; remembers the last ``keep`` jobs."""
-
-    def __init__(self, pool: ContextPool, *, workers: int = JOB_WORKERS, keep: int = JOBS_KEPT) -> None:
-        self.pool = pool
-        self.keep = keep
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._lock = threading.Lock()
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckx-job")
-
-    def submit(self, request: dict, action: Action) -> Job:
-        """Queue ``request`` (already checked) and return its job."""
-        job = Job(secrets.token_hex(8), action.name, action.module, _now())
-        with self._lock:
-            self._jobs[job.id] = job
-            while len(self._jobs) > self.keep:
-                oldest = next(iter(self._jobs))
-                if self._jobs[oldest].status in ("queued", "running"):
-                    break
-                del self._jobs[oldest]
-        self._executor.submit(self._run, job, dict(request))
-        return job
-
-    def _run(self, job: Job, request: dict) -> None:
-        with self._lock:
-            job.status, job.started = "running", _now()
-        ctx = self.pool.new_context()
-        try:
-            result = _call(ctx, request)
-        finally:
-            ctx.close()
-            self.pool.invalidate()
-        with self._lock:
-            job.result = result
-            job.finished = _now()
-            job.status = "done" if result.get("return") == 0 else "failed"
-
-    def get(self, job_id: str) -> dict | None:
-        """A job's state as JSON, or None when this server does not know it."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-            return None if job is None else job.to_dict()
-
-    def summaries(self) -> list[dict]:
-        """Every remembered job, oldest first, without results."""
-        with self._lock:
-            return [{k: v for k, v in job.to_dict().items() if k != "result"} for job in self._jobs.values()]
-
-    def shutdown(self, *, wait: bool = False) -> None:
-        self._executor.shutdown(wait=wait, cancel_futures=True)
-
-
-def _call(ctx: Context, request: dict) -> dict:
-    """access() on a borrowed context, with the reporter's messages; a bug becomes a 500 result."""
-    try:
-        result = access(request, context=ctx)
-    except Exception as exc:  # a bug in an action: answer it, keep serving
-        log.exception("action %s failed", request.get("action"))
-        return {"return": 1, "error": f"internal error: {type(exc).__name__}: {exc}", "error_type": "InternalError"}
-    if ctx.reporter.messages:
-        result.setdefault("messages", list(ctx.reporter.messages))
-    return result
-
-
-# =========================================================================== requests
-
-
-def check_request(request: dict, *, method: str) -> tuple[dict, Action]:
-    """Normalise and police one request: (input, action), or WebError with the HTTP status."""
-    name = request.get("action")
-    if not isinstance(name, str) or not name:
-        raise WebError(400, "the request has no 'action'", hint="send {\"action\": \"search\", ...}; GET /openapi.json describes the API")
-    if ACTION_ALIASES.get(name, name) not in {a.name for a in ACTIONS}:
-        raise WebError(404, f"unknown action {name!r}", hint="GET /openapi.json lists the actions")
-    try:
-        inp = normalise(request)
-        for key in _CID_KEYS:
-            value = request.get(key)
-            if value is not None and (not isinstance(value, str) or "/" in value or "\\" in value or ".." in value.split(":")):
-                raise UsageError(f"invalid {key} {value!r}: path separators and '..' are not allowed")
-        cids = inp.get("cids", [])
-        if not isinstance(cids, list) or not all(isinstance(c, str) for c in cids):
-            raise UsageError("'cids' must be a list of strings")
-        for text in cids:
-            Cid.parse(text)
-        action = lookup(inp["action"], inp.get("module"))
-    except CkxError as exc:
-        raise WebError(400, exc.message, hint=exc.hint) from None
-    if (action.name, action.module) not in WEB_ACTIONS:
-        where = f" {action.module}" if action.module else ""
-        raise WebError(403, f"'{action.name}{where}' is not available over the web API", code=2,
-                       hint="run it with the ckx command line")
-    for key, why in REFUSED_INPUTS.get((action.name, action.module), {}).items():
-        if inp.get(key):
-            where = f" {action.module}" if action.module else ""
-            raise WebError(403, f"'{action.name}{where} --{key}' ({why}) is not available over the web API", code=2,
-                           hint="leave it out, or use the ckx command line")
-    if method == "GET" and not action.read_only:
-        raise WebError(405, f"'{action.name}' changes things: use POST", headers={"Allow": "POST"})
-    inp["quiet"] = True
-    return inp, action
-
-
-def _query_to_request(query: str) -> dict:
-    from ckx.core.inputs import set_dotted
-
-    request: dict[str, Any] = {}
-    try:
-        for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
-            flag = value == "" and key not in ("action", "module", "entry", "repo", "cid", "tags")
-            set_dotted(request, key, True if flag else value)
-    except UsageError as exc:
-        raise WebError(400, exc.message) from None
-    return request
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -434,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise WebError(404, f"no such endpoint: POST {parts.path}", code=3)
                 self._api(self._read_json(), "POST")
             elif path == "/api":
-                self._api(_query_to_request(parts.query), "GET")
+                self._api(query_to_request(parts.query), "GET")
             elif path == "/api/jobs":
                 self._send(200, {"return": 0, "jobs": self.server.jobs.summaries()})
             elif path.startswith("/api/jobs/"):
@@ -525,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
                        {"Location": f"/api/jobs/{job.id}"})
             return
         with self.server.contexts.borrow() as ctx:
-            result = _call(ctx, inp)
+            result = call_action(ctx, inp)
         if not action.read_only:
             self.server.contexts.invalidate()
         self._send(http_status(result), result)
@@ -601,153 +308,4 @@ def action_serve(ctx: Context, inp: dict) -> dict:
     return {"return": 0, "url": server.url, "text": "stopped"}
 
 
-# =========================================================================== OpenAPI
-
-
-def openapi_spec(*, token_required: bool = False) -> dict:
-    """The OpenAPI 3.0 description of this web API (actions enumerated from WEB_ACTIONS)."""
-    actions = web_actions()
-    names = sorted({a.name for a in actions})
-    read_only = sorted({a.name for a in actions if a.read_only})
-    long_names = sorted({a.name for a in actions if a.long})
-    listing = "\n".join(f"- `{a.name}{' ' + a.module if a.module else ''}`: {a.summary}"
-                        f"{' (job)' if a.long else ''}{' (GET allowed)' if a.read_only else ''}" for a in actions)
-
-    def ref(name: str) -> dict:
-        return {"$ref": f"#/components/schemas/{name}"}
-
-    def answer(description: str, schema: str = "Result") -> dict:
-        return {"description": description, "content": {"application/json": {"schema": ref(schema)}}}
-
-    errors = {
-        "400": answer("bad input: invalid JSON, a bad CID (`../`), or the action's return 2", "Error"),
-        "403": answer("an action not offered over the web, or a non-loopback Host without a token", "Error"),
-        "404": answer("unknown action, or the action's return 3 (not found, ambiguous)", "Error"),
-        "422": answer("the action's return 5 (integrity: checksum, unsafe archive)", "Error"),
-        "500": answer("any other non-zero return", "Error"),
-    }
-    if token_required:
-        errors["401"] = answer("missing or wrong bearer token", "Error")
-    query_params = [
-        {"name": "action", "in": "query", "required": True, "schema": {"type": "string", "enum": read_only}},
-        *({"name": key, "in": "query", "required": False, "schema": {"type": "string"}}
-          for key in ("module", "entry", "repo", "cid", "tags", "search_string")),
-    ]
-    spec: dict[str, Any] = {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "ckx web API",
-            "version": __version__,
-            "description": ("The ckx actions as JSON. A request is what `ckx.access()` takes; a result is what it "
-                            "returns. HTTP status from `return`: 0 -> 200, 2 -> 400, 3 -> 404, 5 -> 422, others -> "
-                            "500. Long actions answer 202 with a job to poll.\n\nActions:\n" + listing),
-        },
-        "paths": {
-            "/api": {
-                "get": {
-                    "summary": "Run a read-only action; inputs as query parameters (dotted keys nest)",
-                    "operationId": "getAction",
-                    "parameters": query_params,
-                    "responses": {"200": answer("the action's result"), "405": answer("the action is not read-only", "Error"),
-                                  **errors},
-                },
-                "post": {
-                    "summary": "Run an action",
-                    "operationId": "postAction",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": ref("Request")}}},
-                    "responses": {
-                        "200": answer("the action's result"),
-                        "202": answer("a long action was queued as a job", "JobAccepted"),
-                        "411": answer("no Content-Length", "Error"),
-                        "413": answer("the body is larger than the server's limit", "Error"),
-                        "415": answer("the body is not application/json", "Error"),
-                        **errors,
-                    },
-                },
-            },
-            "/api/jobs": {
-                "get": {"summary": "The jobs this server remembers", "operationId": "listJobs",
-                        "responses": {"200": answer("jobs, without their results", "JobList")}},
-            },
-            "/api/jobs/{job_id}": {
-                "get": {
-                    "summary": "A job's status and, once finished, its result",
-                    "operationId": "getJob",
-                    "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {"200": answer("the job", "Job"), "404": answer("no such job", "Error")},
-                },
-            },
-            "/openapi.json": {
-                "get": {"summary": "This description", "operationId": "getOpenApi",
-                        "responses": {"200": {"description": "the OpenAPI document",
-                                              "content": {"application/json": {"schema": {"type": "object"}}}}}},
-            },
-        },
-        "components": {
-            "schemas": {
-                "Request": {
-                    "type": "object",
-                    "required": ["action"],
-                    "properties": {
-                        "action": {"type": "string", "enum": names},
-                        "module": {"type": "string"}, "entry": {"type": "string"}, "repo": {"type": "string"},
-                        "cid": {"type": "string", "description": "[repo:]module[:entry]"},
-                        "cids": {"type": "array", "items": {"type": "string"}},
-                        "tags": {"type": "string", "description": "comma list; -tag excludes"},
-                    },
-                    "additionalProperties": True,
-                },
-                "Result": {
-                    "type": "object",
-                    "required": ["return"],
-                    "properties": {
-                        "return": {"type": "integer", "description": "0 ok; ckx's exit codes otherwise"},
-                        "warnings": {"type": "array", "items": {"type": "string"}},
-                        "messages": {"type": "array", "items": {"type": "string"}},
-                    },
-                    "additionalProperties": True,
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["return", "error"],
-                    "properties": {"return": {"type": "integer"}, "error": {"type": "string"},
-                                   "hint": {"type": "string"}, "error_type": {"type": "string"}},
-                    "additionalProperties": True,
-                },
-                "JobAccepted": {
-                    "type": "object",
-                    "required": ["return", "job", "status"],
-                    "properties": {"return": {"type": "integer"}, "job": {"type": "string"},
-                                   "status": {"type": "string"}, "href": {"type": "string"}},
-                },
-                "Job": {
-                    "type": "object",
-                    "required": ["job", "status", "action"],
-                    "properties": {
-                        "return": {"type": "integer"},
-                        "job": {"type": "string"},
-                        "action": {"type": "string", "enum": long_names or names},
-                        "module": {"type": "string", "nullable": True},
-                        "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
-                        "created": {"type": "string"}, "started": {"type": "string"}, "finished": {"type": "string"},
-                        "result": ref("Result"),
-                        "http_status": {"type": "integer"},
-                    },
-                },
-                "JobList": {
-                    "type": "object",
-                    "properties": {"return": {"type": "integer"}, "jobs": {"type": "array", "items": ref("Job")}},
-                },
-            },
-        },
-    }
-    if token_required:
-        spec["components"]["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
-        spec["security"] = [{"bearerAuth": []}]
-    return spec
-
-
-__all__ = [
-    "REFUSED_INPUTS", "ApiServer", "ContextPool", "Job", "JobManager", "WEB_ACTIONS", "WebError", "action_serve", "check_request",
-    "http_status", "is_loopback", "make_server", "openapi_spec", "web_actions",
-]
+__all__ = ["ApiServer", "DEFAULT_HOST", "DEFAULT_PORT", "MAX_BODY", "TOKEN_ENV", "action_serve", "make_server"]

@@ -1,0 +1,382 @@
+"""`ckx pull repo`: clone or fast-forward a repo with git, register it, and pull the repos it declares.
+
+A repo is cloned (``git clone``, argv list, timeout, never prompting) into a temporary directory
+under ``$CKX_HOME/repos`` and only then renamed into place and registered: a failed clone leaves
+nothing behind and registers nothing. Pulling a registered repo fetches and fast-forwards it; a
+repo whose history diverged from its origin is an error. Nothing from the pulled repo runs: git
+hooks point at an empty directory (the clone gets no template hooks either) and nothing is
+pip-installed. The repos a repo declares (CK: ``.ckr.json`` ``dict.repo_deps``; native:
+``ckx-repo.json`` ``deps``) are pulled too, without asking.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ckx.core.cid import check_name
+from ckx.core.errors import CkxError, NotFound, UsageError
+from ckx.core.inputs import as_bool
+from ckx.core.jsonio import read_json
+from ckx.sharing.catalog import CatalogEntry, load_catalog, url_for_alias
+from ckx.sharing.placement import move_and_register
+from ckx.store.context import Context
+from ckx.store.repo import CK_REPO_FILE, NATIVE_REPO_FILE, Registry, Repo, detect_format, read_repo_description
+
+GIT_TIMEOUT = 900.0  # seconds for one git command (a clone of a large repo on a slow link)
+_BRANCH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[^:]")
+_URL_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
+
+
+# =========================================================================== git
+
+
+class GitError(CkxError):
+    """A git command failed or timed out; the message holds the command's last lines of output."""
+
+
+def _git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["GIT_TERMINAL_PROMPT"] = "0"  # never ask for a user name or password
+    env["GCM_INTERACTIVE"] = "never"
+    env["GIT_LFS_SKIP_SMUDGE"] = "1"  # no filter process runs on checkout
+    env["LC_ALL"] = "C"
+    return env
+
+
+@contextlib.contextmanager
+def _no_hooks() -> Iterator[Path]:
+    """An empty directory: the hooks path and clone template, so no hook of any repo ever runs."""
+    with tempfile.TemporaryDirectory(prefix="ckx-git-nohooks-") as empty:
+        yield Path(empty)
+
+
+def _git(args: list[str], *, hooks: Path, cwd: Path | None = None, timeout: float = GIT_TIMEOUT,
+         check: bool = True, what: str | None = None) -> subprocess.CompletedProcess:
+    """Run one git command without hooks or prompts; GitError when it fails (with ``check``) or times out."""
+    argv = ["git", "-c", f"core.hooksPath={hooks}", "-c", "protocol.ext.allow=never", *args]
+    label = what or "git " + " ".join(args[:2])
+    try:
+        # setsid: without a controlling terminal neither git nor ssh can open /dev/tty to prompt; and as its
+        # own process group, git goes down on a timeout together with its children (remote-https, ssh).
+        proc = subprocess.Popen(argv, cwd=cwd, env=_git_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    except FileNotFoundError:
+        raise GitError("git is not installed (or not on PATH)", hint="install git, or use 'ckx unzip' with an archive") from None
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except BaseException as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise GitError(f"{label} timed out after {timeout:.0f} s",
+                               hint="check the network, or pass a larger --timeout") from None
+            raise
+    result = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+    if check and result.returncode != 0:
+        lines = [line.strip() for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
+        fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+        tail = "; ".join(fatal[:2] or lines[-3:])
+        raise GitError(f"{label} failed (exit {result.returncode}): {tail or 'no output'}")
+    return result
+
+
+def _check_url(url: str) -> str:
+    """Refuse URLs git could take for options or for its command-running transports."""
+    if not url or url.startswith("-") or "::" in url or any(c in url for c in "\0\n\r"):
+        raise UsageError(f"refusing the repo URL {url!r}", hint="use an https://, ssh://, git:// or file:// URL")
+    if url.startswith(_URL_SCHEMES) or _SCP_LIKE.match(url) or url.startswith("/"):
+        return url
+    raise UsageError(f"unsupported repo URL {url!r}", hint="use an https://, ssh://, git:// or file:// URL, or an absolute path")
+
+
+def _same_url(first: str, second: str) -> bool:
+    def norm(url: str) -> str:
+        url = url.strip().rstrip("/")
+        return url.removesuffix(".git")
+
+    return norm(first) == norm(second)
+
+
+def _name_from_url(url: str) -> str:
+    name = re.split(r"[/:]", url.rstrip("/"))[-1]
+    return name.removesuffix(".git")
+
+
+# =========================================================================== pull
+
+
+@dataclass(frozen=True)
+class PullOutcome:
+    """What a pull did to one repo. ``state``: cloned, updated, up-to-date, ahead, present or failed."""
+
+    name: str
+    state: str
+    path: Path | None = None
+    url: str | None = None
+    format: str | None = None
+    commit: str | None = None
+    error: str | None = None
+    dependency_of: str | None = None
+
+    def to_dict(self) -> dict:
+        data: dict[str, Any] = {"name": self.name, "state": self.state}
+        for key in ("url", "format", "commit", "error", "dependency_of"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        if self.path is not None:
+            data["path"] = str(self.path)
+        return data
+
+
+def declared_deps(path: Path) -> list[tuple[str, str | None]]:
+    """(name, URL or None) of the repos the repo at ``path`` declares it needs.
+
+    CK: ``.ckr.json`` ``dict.repo_deps[]`` with ``repo_uoa`` and ``repo_url``/``url``; native:
+    ``ckx-repo.json`` ``deps`` as names or ``{"name", "url"}`` objects.
+    """
+    deps: list[tuple[str, str | None]] = []
+    if (path / NATIVE_REPO_FILE).is_file():
+        data = read_json(path / NATIVE_REPO_FILE)
+        items = data.get("deps", []) if isinstance(data, dict) else []
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, str):
+                deps.append((item, None))
+            elif isinstance(item, dict) and isinstance(item.get("name") or item.get("repo_uoa"), str):
+                deps.append((item.get("name") or item["repo_uoa"], item.get("url") or item.get("repo_url")))
+    elif (path / CK_REPO_FILE).is_file():
+        data = read_json(path / CK_REPO_FILE)
+        inner = data.get("dict", {}) if isinstance(data, dict) else {}
+        for item in inner.get("repo_deps", []) if isinstance(inner, dict) else []:
+            if isinstance(item, dict) and isinstance(item.get("repo_uoa"), str):
+                deps.append((item["repo_uoa"], item.get("repo_url") or item.get("url")))
+    return [(name, url if isinstance(url, str) and url else None) for name, url in deps]
+
+
+def pull_repo(ctx: Context, *, name: str | None = None, url: str | None = None, branch: str | None = None,
+              timeout: float = GIT_TIMEOUT, with_deps: bool = True) -> list[PullOutcome]:
+    """Clone (or fast-forward) a repo, register it, then pull the repos it declares.
+
+    ``name`` is the alias to register (from the catalog when no ``url`` is given); without it the
+    name comes from the repo's own file, then from the URL. Returns the outcome of the asked repo
+    first, then of each dependency. A dependency that cannot be pulled is a warning (its outcome
+    says "failed"); the asked repo failing raises GitError, UsageError or NotFound and leaves
+    nothing registered and nothing under $CKX_HOME/repos.
+    """
+    if branch is not None and not _BRANCH_RE.match(branch):
+        raise UsageError(f"invalid branch name {branch!r}")
+    catalog = load_catalog()
+    first = _pull_one(ctx, name, url, branch, timeout, catalog)
+    outcomes = [first]
+    if not with_deps or first.path is None:
+        return outcomes
+    seen = {first.name}
+    pending = [(dep, dep_url, first.name) for dep, dep_url in declared_deps(first.path)]
+    while pending:
+        dep, dep_url, parent = pending.pop(0)
+        if dep in seen:
+            continue
+        seen.add(dep)
+        present = _registered_as(ctx.registry, dep, catalog)
+        if present is not None:
+            outcomes.append(PullOutcome(present.name, "present", present.path, present.url, present.format,
+                                        dependency_of=parent))
+            if present.path.is_dir():  # its own dependencies may still be missing
+                pending.extend((d, u, present.name) for d, u in declared_deps(present.path))
+            continue
+        try:
+            check_name(dep, "repo name")
+            outcome = _pull_one(ctx, dep, dep_url, None, timeout, catalog)
+        except CkxError as exc:
+            ctx.warn(f"dependency {dep} of repo {parent} was not pulled: {exc.message}")
+            outcomes.append(PullOutcome(dep, "failed", url=dep_url, error=exc.message, dependency_of=parent))
+            continue
+        outcomes.append(PullOutcome(outcome.name, outcome.state, outcome.path, outcome.url, outcome.format,
+                                    outcome.commit, dependency_of=parent))
+        if outcome.path is not None:
+            pending.extend((d, u, outcome.name) for d, u in declared_deps(outcome.path))
+    return outcomes
+
+
+def _registered_as(registry: Registry, name: str, catalog: dict[str, CatalogEntry]) -> Repo | None:
+    """The registered repo called ``name`` or by another name of the same catalog entry."""
+    if name in registry.repos:
+        return registry.repos[name]
+    entry = catalog.get(name)
+    for other in (entry.name, *entry.aliases) if entry else ():
+        if other in registry.repos:
+            return registry.repos[other]
+    return None
+
+
+def _pull_one(ctx: Context, name: str | None, url: str | None, branch: str | None, timeout: float,
+              catalog: dict[str, CatalogEntry]) -> PullOutcome:
+    if name:
+        check_name(name, "repo name")
+        if name in ctx.registry.repos:
+            return _update(ctx, ctx.registry.repos[name], url, branch, timeout)
+    elif not url:
+        raise UsageError("'pull repo' needs a repo alias or --url", hint="usage: ckx pull repo:ALIAS [--url=URL] [--branch=NAME]")
+    if url and not name:
+        for repo in ctx.registry:
+            if repo.url and _same_url(repo.url, url):
+                return _update(ctx, repo, url, branch, timeout)
+    if not url:
+        assert name is not None
+        found = url_for_alias(name, catalog)
+        if found is None:
+            known = sorted({entry.name for entry in catalog.values()})
+            raise NotFound(f"no known URL for repo {name!r}",
+                           hint="give it with --url=URL; the catalog knows: " + ", ".join(known))
+        url, source = found
+        ctx.info(f"repo {name}: {url} (from {source})")
+    return _clone_and_register(ctx, name, _check_url(url), branch, timeout)
+
+
+def _clone_and_register(ctx: Context, name: str | None, url: str, branch: str | None, timeout: float) -> PullOutcome:
+    """Clone into a staging directory, rename it into place, register it; nothing is left on failure."""
+    home = ctx.home
+    home.ensure()
+    staging = Path(tempfile.mkdtemp(prefix=".pull-", dir=home.repos_dir))
+    try:
+        checkout = staging / "checkout"
+        args = ["clone", "--quiet", "--no-recurse-submodules"]
+        if branch:
+            args += ["--branch", branch]
+        with _no_hooks() as hooks:
+            ctx.info(f"cloning {url}" + (f" (branch {branch})" if branch else ""))
+            _git([*args, f"--template={hooks}", "--", url, str(checkout)], hooks=hooks, timeout=timeout,
+                 what=f"git clone of {url}")
+            commit = _git(["rev-parse", "--short", "HEAD"], hooks=hooks, cwd=checkout).stdout.strip()
+        try:
+            fmt = detect_format(checkout)
+        except UsageError:
+            raise CkxError(f"{url} is not a ckx or CK repo: it has neither {NATIVE_REPO_FILE} nor {CK_REPO_FILE}",
+                           hint="nothing was registered") from None
+        desc = read_repo_description(checkout)
+        repo_name = name or desc.get("name") or _name_from_url(url)
+        try:
+            check_name(repo_name, "repo name")
+        except UsageError:
+            raise UsageError(f"cannot name the repo from {url}: {repo_name!r} is not a valid name",
+                             hint="give a name: ckx pull repo:NAME --url=URL") from None
+        if repo_name in ctx.registry.repos:
+            existing = ctx.registry.repos[repo_name]
+            raise UsageError(f"repo {repo_name!r} is already registered at {existing.path}",
+                             hint=f"update it with 'ckx pull repo:{repo_name}', or pull under another name: "
+                                  f"'ckx pull repo:OTHER --url={url}'")
+        target = home.repos_dir / repo_name
+        if os.path.lexists(target):
+            raise CkxError(f"{target} already exists and is not a registered repo",
+                           hint=f"move it away, or register it with 'ckx add repo:{repo_name} --path={target}'")
+        move_and_register(ctx, checkout, target, repo_name, fmt, desc, url, what=f"the clone of {url}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    ctx.forget_registry()
+    return PullOutcome(repo_name, "cloned", target, url, fmt, commit)
+
+
+def _update(ctx: Context, repo: Repo, url: str | None, branch: str | None, timeout: float) -> PullOutcome:
+    """Fetch and fast-forward a registered git checkout; GitError when its history diverged."""
+    if not (repo.path / ".git").exists():
+        raise UsageError(f"repo {repo.name} at {repo.path} is not a git checkout: there is nothing to pull",
+                         hint="repos made with 'ckx add repo' or 'ckx unzip' move with zip/unzip")
+    with _no_hooks() as hooks:
+        def git(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+            return _git(list(args), hooks=hooks, cwd=repo.path, timeout=timeout, **kwargs)
+
+        origin = git("remote", "get-url", "origin").stdout.strip()
+        if url and not _same_url(url, origin):
+            raise UsageError(f"repo {repo.name} was cloned from {origin}, not {url}",
+                             hint=f"pull the other URL under another name (ckx pull repo:OTHER --url={url})")
+        current = git("rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+        wanted = branch or current
+        if wanted == "HEAD":
+            raise UsageError(f"repo {repo.name} is not on a branch (detached HEAD)", hint="give one with --branch=NAME")
+        ctx.info(f"fetching {repo.name} ({wanted}) from {origin}")
+        git("fetch", "--quiet", "origin", wanted, what=f"git fetch of {origin}")
+        fetched = git("rev-parse", "FETCH_HEAD").stdout.strip()
+        if wanted != current:
+            exists = git("show-ref", "--verify", "--quiet", f"refs/heads/{wanted}", check=False).returncode == 0
+            if exists:
+                git("switch", "--quiet", wanted)
+            else:
+                git("switch", "--quiet", "-c", wanted, fetched)
+        head = git("rev-parse", "HEAD").stdout.strip()
+        if head == fetched:
+            state = "up-to-date"
+        elif _is_ancestor(git, head, fetched):
+            git("merge", "--ff-only", "--quiet", fetched, what=f"fast-forward of {repo.name}")
+            state = "updated"
+        elif _is_ancestor(git, fetched, head):
+            state = "ahead"
+            ctx.info(f"repo {repo.name} has local commits that {origin} does not have; nothing to pull")
+        else:
+            raise GitError(
+                f"repo {repo.name} has diverged from {origin} ({wanted}): both have commits the other lacks, "
+                "so it cannot be fast-forwarded",
+                hint=f"reconcile it with git in {repo.path} (rebase or reset), then pull again",
+            )
+        commit = git("rev-parse", "--short", "HEAD").stdout.strip()
+    ctx.forget_registry()
+    return PullOutcome(repo.name, state, repo.path, origin, repo.format, commit)
+
+
+def _is_ancestor(git: Callable[..., subprocess.CompletedProcess], first: str, second: str) -> bool:
+    proc = git("merge-base", "--is-ancestor", first, second, check=False)
+    if proc.returncode not in (0, 1):
+        raise GitError(f"git merge-base failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    return proc.returncode == 0
+
+
+def action_pull(ctx: Context, inp: dict) -> dict:
+    """``ckx pull repo:ALIAS [--url=URL] [--branch=NAME]`` or ``ckx pull repo --url=URL``: clone or update."""
+    timeout = _positive_float(inp.get("timeout"), "timeout", GIT_TIMEOUT)
+    outcomes = pull_repo(ctx, name=inp.get("entry"), url=inp.get("url"), branch=inp.get("branch"),
+                         timeout=timeout, with_deps=not as_bool(inp.get("no_deps"), "no_deps"))
+    first = outcomes[0]
+    lines = [_describe_outcome(first)]
+    deps = outcomes[1:]
+    if deps:
+        lines.append(f"dependencies of {first.name}:")
+        lines += [f"  {_describe_outcome(o)}" for o in deps]
+    failed = [o.name for o in deps if o.state == "failed"]
+    return {"return": 0, "repo": first.to_dict(), "deps": [o.to_dict() for o in deps], "failed_deps": failed,
+            "text": "\n".join(lines)}
+
+
+def _describe_outcome(outcome: PullOutcome) -> str:
+    if outcome.state == "failed":
+        return f"{outcome.name}: not pulled ({outcome.error})"
+    if outcome.state == "present":
+        return f"{outcome.name}: already registered at {outcome.path}"
+    commit = f" at {outcome.commit}" if outcome.commit else ""
+    return f"{outcome.name}: {outcome.state}{commit} ({outcome.format}, {outcome.path})"
+
+
+# =========================================================================== input coercion
+
+
+def _positive_float(value: Any, name: str, default: float) -> float:
+    if value is None or value is True:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name} must be a number of seconds, not {value!r}") from None
+    if number <= 0:
+        raise UsageError(f"--{name} must be positive")
+    return number
+
+
+__all__ = ["GIT_TIMEOUT", "GitError", "PullOutcome", "action_pull", "declared_deps", "pull_repo"]
