@@ -8,10 +8,6 @@ from ckx.core.cid import Cid
 from ckx.core.errors import UsageError
 from ckx.core.inputs import deep_update, set_dotted
 
-# Input keys the CLI itself consumes; they also mean the same in access().
-GLOBAL_FLAGS = ("json", "quiet")
-
-
 def read_input_file(text: str) -> dict:
     """The dict in ``@file.json`` or ``@file.yaml``; errors name the file."""
     from ckx.core.jsonio import read_meta_file

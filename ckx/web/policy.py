@@ -31,7 +31,6 @@ REFUSED_INPUTS: dict[tuple[str, str | None], dict[str, str]] = {
 }
 
 STATUS_BY_RETURN = {0: 200, 2: 400, 3: 404, 5: 422}
-_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 _CID_KEYS = ("module", "entry", "repo", "cid")
 
 
