@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
+from ckx import __version__
 from ckx.transfer.checksum import CHUNK_SIZE, Checker, new_hash
 from ckx.core.report import Reporter
 from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound, UsageError
@@ -248,7 +249,7 @@ def fetch(
         raise DownloadError(f"no URL to download {dest.name} from", hint=hint)
     mapping = url_map_from_env() if url_map is None else dict(url_map)
 
-    import filelock
+    import filelock  # lazily: only a download takes the lock; importing fetch stays cheap
 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -308,9 +309,7 @@ class _Download:
     def run(self, url_list: list[str], mapping: Mapping[str, str], session: "requests.Session | None") -> Path:
         own_session = session is None
         if session is None:
-            import requests
-
-            from ckx import __version__
+            import requests  # lazily: requests costs start-up time
 
             session = requests.Session()
             session.headers["User-Agent"] = f"ckx/{__version__}"
@@ -389,7 +388,7 @@ class _Download:
 
     def _once(self, session: "requests.Session", url: str) -> bool:
         """One HTTP request; returns True when it completed an existing .part (206 or 416)."""
-        import requests
+        import requests  # lazily: requests costs start-up time
 
         offset = self.part.stat().st_size if self.part.exists() else 0
         headers = {"Accept-Encoding": "identity"}
@@ -436,8 +435,8 @@ class _Download:
 
     def _stream(self, response: "requests.Response", append: bool, start_at: int, total: int | None) -> int:
         """Write the body into the .part (appending when resuming); return the bytes received."""
-        import requests
-        import urllib3
+        import requests  # lazily: requests costs start-up time
+        import urllib3  # lazily, with requests
 
         received = 0
         chunks = _raw_chunks(response.raw)
@@ -471,7 +470,7 @@ def _raw_chunks(raw: object) -> Iterator[bytes]:
 
 def _classify(exc: Exception) -> Exception:
     """Map a requests error to _Unavailable (next mirror) or _Transient (retry this one)."""
-    import requests
+    import requests  # lazily: requests costs start-up time
 
     reason = _reason(exc)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -505,7 +504,7 @@ def _causes(exc: BaseException) -> Iterable[BaseException]:
 
 def _unreachable(exc: BaseException) -> bool:
     """True when the host refused the connection or its name does not resolve."""
-    import urllib3
+    import urllib3  # lazily, with requests
 
     refused = (urllib3.exceptions.NewConnectionError, socket.gaierror, ConnectionRefusedError)
     return any(isinstance(e, refused) for e in _causes(exc))

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 from ckx.api import ACTION_ALIASES, ACTIONS, Action, lookup, normalise
 from ckx.core.cid import Cid
 from ckx.core.errors import CkxError, UsageError
+from ckx.core.inputs import set_dotted
 
 # The actions reachable over the web, as (name, module) keys of ckx.api.ACTIONS. Left out on purpose:
 # serve itself, zip (writes an archive wherever it is told), dashboard (writes files, may serve),
@@ -115,8 +116,6 @@ def check_request(request: dict, *, method: str) -> tuple[dict, Action]:
 
 
 def query_to_request(query: str) -> dict:
-    from ckx.core.inputs import set_dotted
-
     request: dict[str, Any] = {}
     try:
         for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
