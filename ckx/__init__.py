@@ -18,6 +18,6 @@ def access(request: dict) -> dict:
     ``{"action": "search", "module": "package", "tags": "model,onnx"}`` returns
     ``{"return": 0, ...}`` on success or ``{"return": <exit code>, "error": "..."}``.
     """
-    from ckx.api import access as _access
+    from ckx.api import access as _access  # lazily: `import ckx` stays light, and ckx.api imports ckx
 
     return _access(request)

@@ -91,8 +91,6 @@ ACTIONS: tuple[Action, ...] = (
 )
 
 ACTION_ALIASES = {"ls": "list", "delete": "rm", "remove": "rm", "mv": "ren", "copy": "cp", "where": "path"}
-# Actions that take no module (the first positional is not a CID).
-MODULELESS = {"version", "help", "uid", "reindex", "serve"}
 # Actions whose module is implied when the user gives none.
 DEFAULT_MODULE = {"pull": "repo", "unzip": "repo", "dashboard": None}
 # Keys that CK's access() used for the same things.

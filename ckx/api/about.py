@@ -5,6 +5,7 @@ import platform
 import sys
 
 from ckx import __version__
+from ckx.api import ACTION_ALIASES, ACTIONS
 from ckx.core.cid import new_uid
 from ckx.store.context import Context
 from ckx.core.errors import UsageError
@@ -18,8 +19,6 @@ def version(ctx: Context, inp: dict) -> dict:
 
 def help_action(ctx: Context, inp: dict) -> dict:
     """All actions, or the usage of one: ``ckx help [ACTION]``."""
-    from ckx.api import ACTION_ALIASES, ACTIONS
-
     cids = inp.get("cids") or []
     topic = inp.get("topic") or (cids[0] if cids else None) or inp.get("module")
     if topic:

@@ -5,17 +5,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ckx.core.cid import Cid
-from ckx.core.errors import UsageError
+from ckx.core.errors import MetaError, UsageError
 from ckx.core.inputs import deep_update, set_dotted
-
-# Input keys the CLI itself consumes; they also mean the same in access().
-GLOBAL_FLAGS = ("json", "quiet")
+from ckx.core.jsonio import read_meta_file
 
 
 def read_input_file(text: str) -> dict:
     """The dict in ``@file.json`` or ``@file.yaml``; errors name the file."""
-    from ckx.core.jsonio import read_meta_file
-    from ckx.core.errors import MetaError
 
     path = Path(text[1:]).expanduser()
     if not path.is_file():

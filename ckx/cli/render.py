@@ -1,7 +1,7 @@
 """Human text for action results; the data itself is what --json prints."""
 from __future__ import annotations
 
-from typing import Any
+import json
 
 from ckx.core.text import table
 
@@ -11,8 +11,6 @@ def render(inp: dict, result: dict) -> str:
     if result.get("text"):
         return str(result["text"])
     if inp.get("action") == "load" and "meta" in result:
-        import json
-
         return json.dumps(result["meta"], indent=2, sort_keys=True)
     if isinstance(result.get("table"), dict):
         spec = result["table"]

@@ -1,7 +1,6 @@
 """CID parsing: ``[repo:]module[:entry]`` with ``*``/``?`` wildcards, and uid helpers."""
 from __future__ import annotations
 
-import fnmatch
 import re
 import secrets
 from dataclasses import dataclass
@@ -25,11 +24,6 @@ def is_uid(text: str) -> bool:
 
 def has_wildcard(text: str | None) -> bool:
     return bool(text) and any(w in text for w in WILDCARDS)
-
-
-def match_name(pattern: str, name: str | None) -> bool:
-    """Case-sensitive shell-style match of ``name`` against ``pattern``."""
-    return name is not None and fnmatch.fnmatchcase(name, pattern)
 
 
 def check_name(name: str, what: str = "entry name") -> str:

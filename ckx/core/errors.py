@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
@@ -48,9 +47,6 @@ class NotFound(CkxError):
     """An entry, repo, file or env that was asked for does not exist."""
 
     exit_code = EXIT_NOT_FOUND
-
-
-EntryNotFound = NotFound
 
 
 class Ambiguous(CkxError):

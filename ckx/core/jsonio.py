@@ -113,7 +113,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def write_meta_file(path: Path, data: dict) -> None:
     """Write a meta file in the format its suffix names (JSON or YAML), atomically."""
     if path.suffix in (".yaml", ".yml"):
-        import yaml
+        import yaml  # lazily: YAML metas are rare and yaml costs start-up time
 
         write_text_atomic(path, yaml.safe_dump(data, sort_keys=True, allow_unicode=True))
     else:

@@ -7,11 +7,15 @@ from typing import Any, Mapping, Sequence
 from ckx.core.cid import check_name
 from ckx.core.errors import ProgramFailed, UsageError
 from ckx.core.inputs import as_bool, as_int
+from ckx.core.text import table
 from ckx.runs.experiment import MODULE, Experiment, Repetition, plain, platform_features, point_key
+from ckx.runs.program import run_program
 from ckx.runs.recording import record_point, timestamp
 from ckx.runs.stats import fmt, numeric_characteristics, point_statistics, stats_table
 from ckx.store.context import Context
 from ckx.store.index import Query
+from ckx.transfer.fetch import offline_from_env
+
 
 # -- input coercion ------------------------------------------------------------------------------
 def as_list(value: Any) -> list[str]:
@@ -99,8 +103,6 @@ def run_repetitions(
     Each repetition's headline metric (and print_files) is reported with ctx.info as it finishes. A failed
     repetition stops the loop; the repetitions before it are returned along with the error.
     """
-    from ckx.runs.program import run_program
-
     choices: dict = {}
     done: list[Repetition] = []
     for number in range(1, repetitions + 1):
@@ -151,8 +153,6 @@ def action_benchmark(ctx: Context, inp: dict) -> dict:
     ``--record_repo`` (default: local). A failing repetition stops the run (exit 6); with ``--record`` the
     repetitions before it are still recorded.
     """
-    from ckx.transfer.fetch import offline_from_env
-
     program = _program_cid(inp)
     cmd_key = inp.get("cmd_key")
     if not cmd_key or not isinstance(cmd_key, str):
@@ -205,8 +205,6 @@ def action_benchmark(ctx: Context, inp: dict) -> dict:
             note = f"; {len(reps)} earlier repetition(s) were recorded in {result.get('experiment')}"
         raise ProgramFailed(f"{failure.message}{note}", hint=failure.hint)
     if show_stats and stats:
-        from ckx.core.text import table
-
         spec = stats_table(stats)
         if spec["rows"]:
             lines.insert(0, table(spec["columns"], spec["rows"]))

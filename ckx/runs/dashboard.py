@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ckx import __version__
+from ckx.core.cid import Cid
 from ckx.store.context import Context
 from ckx.core.errors import CkxError, UsageError
 from ckx.runs.experiment import (
@@ -282,8 +283,6 @@ def start_server(home: Home, cids: Sequence[str] = (), *, port: int = 0, tags: A
 # -- the action ----------------------------------------------------------------------------------
 def _cids(inp: dict) -> list:
     """The experiments named in the request (none: all); UsageError for another module."""
-    from ckx.core.cid import Cid
-
     module = inp.get("module")
     if module and module != MODULE:
         raise UsageError(f"the dashboard shows experiments, not {module}",

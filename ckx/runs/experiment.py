@@ -1,6 +1,7 @@
 """Experiments on disk: points and their uids, reading (and migrating CK's layout), and finding experiments."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -11,9 +12,11 @@ from typing import Any, Mapping, Sequence
 
 from ckx.core.cid import Cid, is_uid, new_uid
 from ckx.core.errors import Ambiguous, MetaError, NotFound, UsageError
-from ckx.core.jsonio import read_json
+from ckx.core.jsonio import read_json, read_meta_file
 from ckx.runs.stats import METRIC_KEY, flatten, fmt, point_statistics
+from ckx.software.platform import current_platform
 from ckx.store.context import Context
+from ckx.store.generic import find_entries, resolve_entry
 from ckx.store.index import EntryRecord
 
 log = logging.getLogger(__name__)
@@ -27,8 +30,6 @@ CK_POINT_RE = re.compile(r"^ckp-(?P<point>[^.]+)\.(?P<sub>\d{4})\.json$")
 # -- platform ------------------------------------------------------------------------------------
 def platform_features(ctx: Context) -> dict[str, Any]:
     """This machine's description as a plain dict (from ckx.software.platform)."""
-    from ckx.software.platform import current_platform
-
     info = current_platform(ctx)
     return plain(info)
 
@@ -37,8 +38,6 @@ def plain(value: Any) -> Any:
     if hasattr(value, "to_dict") and callable(value.to_dict):
         return plain(value.to_dict())
     if hasattr(value, "__dataclass_fields__"):
-        import dataclasses
-
         return plain(dataclasses.asdict(value))
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
@@ -231,8 +230,6 @@ def _point_from_dict(data: Mapping[str, Any], path: Path) -> Point:
 
 def read_experiment(entry_dir: Path, meta_path: Path, record: EntryRecord | None = None) -> Experiment:
     """Load an experiment from disk. Older layouts are migrated in memory; newer ones raise MetaError (exit 1)."""
-    from ckx.core.jsonio import read_meta_file
-
     meta = read_meta_file(meta_path)
     raw_version = meta.get("schema_version")
     has_points_dir = (entry_dir / POINTS_DIR).is_dir()
@@ -381,8 +378,6 @@ def experiment_records(ctx: Context, cids: Sequence[str | Cid] = (), *, tags: An
 
     Raises UsageError for a CID of another module, NotFound for a name that matches nothing.
     """
-    from ckx.store.generic import find_entries
-
     records: list[EntryRecord] = []
     seen: set[tuple[str, str]] = set()
     for item in cids or [Cid(MODULE)]:
@@ -402,8 +397,6 @@ def experiment_records(ctx: Context, cids: Sequence[str | Cid] = (), *, tags: An
 
 def load_experiment(ctx: Context, cid: str | Cid) -> Experiment:
     """The one experiment ``cid`` names (NotFound / Ambiguous otherwise), migrated if old."""
-    from ckx.store.generic import resolve_entry
-
     parsed = Cid.parse(cid) if isinstance(cid, str) else cid
     if parsed.module != MODULE:
         raise UsageError(f"'{parsed}' is not an experiment", hint="name one as experiment:NAME")

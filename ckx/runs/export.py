@@ -13,6 +13,7 @@ from ckx.runs.experiment import SCHEMA_VERSION, Experiment, experiment_records, 
 from ckx.runs.stats import SETTINGS_PREFIXES, flatten
 from ckx.store.context import Context
 
+
 # -- export --------------------------------------------------------------------------------------
 FIXED_COLUMNS = ["experiment", "point", "repetition", "started", "duration_s", "run_dir"]
 

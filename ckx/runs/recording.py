@@ -6,6 +6,8 @@ import hashlib
 import shutil
 from typing import Any, Mapping, Sequence
 
+from filelock import FileLock
+
 from ckx.core.cid import check_name, is_uid, new_uid
 from ckx.core.jsonio import write_json_atomic
 from ckx.runs.experiment import (
@@ -14,7 +16,10 @@ from ckx.runs.experiment import (
 )
 from ckx.runs.stats import point_statistics
 from ckx.store.context import Context
+from ckx.store.entry import normalise_tags, validate_meta
+from ckx.store.generic import _target_repo, write_new_entry
 from ckx.store.repo import Repo
+
 
 # -- recording -----------------------------------------------------------------------------------
 def timestamp() -> str:
@@ -22,8 +27,6 @@ def timestamp() -> str:
 
 
 def _lock(ctx: Context, repo: Repo, name: str):
-    from filelock import FileLock
-
     ctx.home.ensure()
     digest = hashlib.sha256(f"{repo.path}\0{name}".encode()).hexdigest()[:16]
     return FileLock(str(ctx.home.locks / f"experiment-{digest}.lock"), timeout=600)
@@ -46,9 +49,6 @@ def record_point(
     ``points/<uid>/files/<repetition>/``. Holds a per-experiment file lock, so concurrent recorders are safe.
     Raises UsageError for a bad name or a read-only repo, MetaError for an unreadable or newer experiment.
     """
-    from ckx.store.entry import normalise_tags
-    from ckx.store.generic import _target_repo, write_new_entry
-
     check_name(name, "experiment name")
     target = _target_repo(ctx, repo)
     tags = normalise_tags(list(tags))
@@ -99,8 +99,6 @@ def record_point(
         meta["schema_version"] = SCHEMA_VERSION
         meta["updated"] = timestamp()
         meta.pop("migrated_from", None)
-        from ckx.store.entry import validate_meta
-
         validate_meta(meta, MODULE, entry_dir / "meta.json")
         write_json_atomic(entry_dir / "meta.json", meta)
     ctx.index.refresh([MODULE], force=True)

@@ -12,12 +12,12 @@ from ckx.runs.experiment import (
 )
 from ckx.runs.recording import record_point
 from ckx.runs.stats import METRIC_KEY, fmt, point_statistics
+from ckx.software.envs import load_env
 from ckx.store.context import Context
+
 
 # -- replay --------------------------------------------------------------------------------------
 def _env_exists(ctx: Context, uid: str) -> bool:
-    from ckx.software.envs import load_env
-
     try:
         load_env(ctx, uid)
     except NotFound:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ckx.core.text import table
 from ckx.runs.experiment import (
     Experiment, Point, env_text, experiment_records, machine_label, metric_text, read_experiment, request_cids,
 )
 from ckx.store.context import Context
+
 
 # -- show ----------------------------------------------------------------------------------------
 def show_rows(experiment: Experiment) -> list[list[Any]]:
@@ -25,8 +27,6 @@ def action_show(ctx: Context, inp: dict) -> dict:
     columns = ["point", "program", "cmd_key", "env", "platform", "reps", "metric", "median ± stdev"]
     experiments = []
     blocks = []
-    from ckx.core.text import table
-
     for record in records:
         exp = read_experiment(record.path, record.meta_path, record)
         experiments.append({"cid": record.cid, "path": str(record.path), "tags": exp.tags,

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import yaml
+
 from ckx.core.cid import check_name, is_uid, new_uid
 from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound, UsageError
 from ckx.core.home import LOCAL_REPO_NAME
@@ -31,6 +33,7 @@ from ckx.store.context import Context
 from ckx.store.entry import META_SCHEMA_VERSION, normalise_tags
 from ckx.store.index import Query
 from ckx.store.repo import DIR_KINDS, META_NAMES, NATIVE_REPO_FILE, Repo, detect_format, read_repo_description
+from ckx.transfer.fetch import fetch, filename_from_url, load_url_map
 from ckx.transfer.safety import ArchiveChecker
 
 log = logging.getLogger(__name__)
@@ -119,8 +122,6 @@ def _read_member_json(zf: zipfile.ZipFile, member: _Member, archive: Path) -> di
 
 def _read_member_meta(zf: zipfile.ZipFile, member: _Member, archive: Path) -> dict:
     if member.parts[-1].endswith((".yaml", ".yml")):
-        import yaml
-
         try:
             data = yaml.safe_load(zf.read(member.info))
         except yaml.YAMLError as exc:
@@ -404,8 +405,6 @@ def _merge(ctx: Context, zf: zipfile.ZipFile, archive: Path, members: list[_Memb
 
 
 def _download_archive(ctx: Context, url: str, workdir: Path) -> Path:
-    from ckx.transfer.fetch import fetch, filename_from_url, load_url_map
-
     try:
         filename = filename_from_url(url)
     except MetaError:

@@ -37,7 +37,7 @@ class Context:
     def registry(self) -> "Registry":
         """The repos known to this home (built-in, local, registered ones)."""
         if self._registry is None:
-            from ckx.store.repo import Registry
+            from ckx.store.repo import Registry  # lazily: `ckx version` and `ckx help` never read repos
 
             self.home.ensure()
             self._registry_stamp = self._repos_json_stamp()
@@ -65,7 +65,7 @@ class Context:
     def index(self) -> "Index":
         """The SQLite index over every registered repo, refreshed on first use."""
         if self._index is None:
-            from ckx.store.index import Index
+            from ckx.store.index import Index  # lazily: sqlite3 and the index cost start-up time
 
             self._index = Index(self.home, self.registry, warn=self.warn)
         return self._index

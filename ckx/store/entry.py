@@ -17,7 +17,7 @@ META_SCHEMA_VERSION = 1
 @lru_cache(maxsize=None)
 def _validator(kind: str):
     import jsonschema  # lazily: validation happens on writes, not on start-up
-    from referencing import Registry, Resource
+    from referencing import Registry, Resource  # lazily, with jsonschema
 
     resources = []
     for path in SCHEMA_DIR.glob("*.json"):

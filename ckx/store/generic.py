@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import shutil
 from pathlib import Path
@@ -134,8 +135,6 @@ def search(ctx: Context, inp: dict) -> dict:
     pattern = inp.get("search_string")
     subset = inp.get("search_dict")
     if isinstance(subset, str):
-        import json
-
         try:
             subset = json.loads(subset)
         except ValueError:

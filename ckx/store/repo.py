@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ckx.core.cid import is_uid
+from ckx.core.cid import is_uid, new_uid
 from ckx.core.errors import MetaError, NotFound, UsageError
 from ckx.core.home import BUILTIN_REPO_NAME, LOCAL_REPO_NAME, Home, builtin_repo_path
 from ckx.core.jsonio import read_json, write_json_atomic
@@ -217,8 +217,6 @@ class Registry:
                 exclude_dirs=tuple(desc.get("exclude_dirs", ())), builtin=True,
             )
         if not (home.local_repo / NATIVE_REPO_FILE).is_file():
-            from ckx.core.cid import new_uid
-
             init_native_repo(home.local_repo, LOCAL_REPO_NAME, new_uid())
         local_desc = read_repo_description(home.local_repo)
         registry.repos[LOCAL_REPO_NAME] = Repo(LOCAL_REPO_NAME, home.local_repo, "ckx", local_desc.get("uid"))
@@ -276,7 +274,7 @@ class Registry:
 
     def register(self, repo: Repo) -> None:
         """Add ``repo`` and save, under the registry lock."""
-        from filelock import FileLock
+        from filelock import FileLock  # lazily: only writes to the registry lock; searches stay light
 
         with FileLock(str(self.home.locks / "registry.lock"), timeout=60):
             fresh = Registry.load(self.home)
@@ -290,7 +288,7 @@ class Registry:
         """Remove ``name`` from the registry and save; the files stay."""
         if name in (BUILTIN_REPO_NAME, LOCAL_REPO_NAME):
             raise UsageError(f"repo {name!r} is part of every ckx home and cannot be removed")
-        from filelock import FileLock
+        from filelock import FileLock  # lazily: only writes to the registry lock; searches stay light
 
         with FileLock(str(self.home.locks / "registry.lock"), timeout=60):
             fresh = Registry.load(self.home)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
+from ckx import __version__
 from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound, UsageError
 from ckx.core.limits import DEFAULT_LIMITS
 from ckx.core.report import Reporter
@@ -254,7 +255,7 @@ def fetch(
         raise DownloadError(f"no URL to download {dest.name} from", hint=hint)
     mapping = url_map_from_env() if url_map is None else dict(url_map)
 
-    import filelock
+    import filelock  # lazily: only a download takes the lock; importing fetch stays cheap
 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -319,9 +320,7 @@ class _Download:
     def run(self, url_list: list[str], mapping: Mapping[str, str], session: "requests.Session | None") -> Path:
         own_session = session is None
         if session is None:
-            import requests
-
-            from ckx import __version__
+            import requests  # lazily: requests costs start-up time
 
             session = requests.Session()
             session.headers["User-Agent"] = f"ckx/{__version__}"
@@ -400,7 +399,7 @@ class _Download:
 
     def _once(self, session: "requests.Session", url: str) -> bool:
         """One HTTP request; returns True when it completed an existing .part (206 or 416)."""
-        import requests
+        import requests  # lazily: requests costs start-up time
 
         offset = self.part.stat().st_size if self.part.exists() else 0
         headers = {"Accept-Encoding": "identity"}
@@ -456,8 +455,8 @@ class _Download:
         A body that runs past ``limit`` bytes (counting what the .part held) is cut off, the .part
         deleted and the attempt failed: an endless or lying server cannot fill the disk.
         """
-        import requests
-        import urllib3
+        import requests  # lazily: requests costs start-up time
+        import urllib3  # lazily, with requests
 
         received = 0
         chunks = _raw_chunks(response.raw)
@@ -496,7 +495,7 @@ def _raw_chunks(raw: object) -> Iterator[bytes]:
 
 def _classify(exc: Exception) -> Exception:
     """Map a requests error to _Unavailable (next mirror) or _Transient (retry this one)."""
-    import requests
+    import requests  # lazily: requests costs start-up time
 
     reason = _reason(exc)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -530,7 +529,7 @@ def _causes(exc: BaseException) -> Iterable[BaseException]:
 
 def _unreachable(exc: BaseException) -> bool:
     """True when the host refused the connection or its name does not resolve."""
-    import urllib3
+    import urllib3  # lazily, with requests
 
     refused = (urllib3.exceptions.NewConnectionError, socket.gaierror, ConnectionRefusedError)
     return any(isinstance(e, refused) for e in _causes(exc))

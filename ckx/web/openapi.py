@@ -6,6 +6,7 @@ from typing import Any
 from ckx import __version__
 from ckx.web.policy import web_actions
 
+
 # =========================================================================== OpenAPI
 
 

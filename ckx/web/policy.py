@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 from ckx.api import ACTION_ALIASES, ACTIONS, Action, lookup, normalise
 from ckx.core.cid import Cid
 from ckx.core.errors import CkxError, UsageError
+from ckx.core.inputs import set_dotted
 
 # The actions reachable over the web, as (name, module) keys of ckx.api.ACTIONS. Left out on purpose:
 # serve itself, zip (writes an archive wherever it is told), dashboard (writes files, may serve),
@@ -31,7 +32,6 @@ REFUSED_INPUTS: dict[tuple[str, str | None], dict[str, str]] = {
 }
 
 STATUS_BY_RETURN = {0: 200, 2: 400, 3: 404, 5: 422}
-_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 _CID_KEYS = ("module", "entry", "repo", "cid")
 
 
@@ -116,8 +116,6 @@ def check_request(request: dict, *, method: str) -> tuple[dict, Action]:
 
 
 def query_to_request(query: str) -> dict:
-    from ckx.core.inputs import set_dotted
-
     request: dict[str, Any] = {}
     try:
         for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):

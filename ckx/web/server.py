@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import os
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -54,8 +55,6 @@ class ApiServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], *, home: Home, token: str | None = None,
                  max_body: int = MAX_BODY, refresh_interval: float = 1.0, job_workers: int = JOB_WORKERS) -> None:
         if ":" in address[0]:
-            import socket
-
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.home = home
