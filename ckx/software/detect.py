@@ -17,13 +17,11 @@ the candidate, and detection goes on with the next candidate.
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import json
 import logging
 import os
 import re
 import shutil
-import string
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,7 +40,8 @@ from ckx.software.envs import (
     version_text,
 )
 from ckx.core.errors import CkxError, MetaError, NotFound, UsageError
-from ckx.software.hooks import load_source_module
+from ckx.software.hooks import call_hook, load_hooks as load_hook_file
+from ckx.software.environment import render_text
 from ckx.store.index import EntryRecord, Query, split_tags
 from ckx.core.jsonio import read_json, write_json_atomic
 
@@ -279,50 +278,19 @@ _HOOK_CACHE: dict[tuple[str, int], dict[str, Callable[..., Any]]] = {}
 
 
 def load_hooks(path: Path) -> dict[str, Callable[..., Any]]:
-    """Import a soft's customize.py and return its hooks by name.
+    """Load a soft's customize.py and return its hooks by name (cached while the file is unchanged).
 
     Raises MetaError naming the file when it cannot be imported, when it defines a public function
-    that is not a hook, or when a hook takes positional or unknown parameters.
+    that is not a hook, or when a hook takes positional or unknown parameters (ckx.software.hooks).
     """
     try:
         stamp = path.stat().st_mtime_ns
     except OSError as exc:
         raise MetaError(f"{path}: cannot read it: {exc.strerror}") from None
     cached = _HOOK_CACHE.get((str(path), stamp))
-    if cached is not None:
-        return cached
-    name = f"_ckx_soft_customize_{abs(hash(str(path))):x}"
-    try:
-        module = load_source_module(path, name)
-    except Exception as exc:  # noqa: BLE001 - any failure of foreign code becomes a MetaError naming it
-        raise MetaError(f"{path}: failed to load: {type(exc).__name__}: {exc}") from None
-    hooks: dict[str, Callable[..., Any]] = {}
-    for attr, value in vars(module).items():
-        if attr.startswith("_") or not inspect.isfunction(value) or value.__module__ != name:
-            continue
-        if attr not in HOOKS:
-            raise MetaError(
-                f"{path}: unknown public function {attr!r}; a customize.py may define only "
-                + ", ".join(sorted(HOOKS)),
-                hint="make helpers private with a leading underscore",
-            )
-        _check_hook_signature(path, attr, value)
-        hooks[attr] = value
-    _HOOK_CACHE[(str(path), stamp)] = hooks
-    return hooks
-
-
-def _check_hook_signature(path: Path, name: str, function: Callable[..., Any]) -> None:
-    offered = HOOKS[name]
-    for parameter in inspect.signature(function).parameters.values():
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            continue
-        if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise MetaError(f"{path}: hook {name}() must take keyword-only arguments (def {name}(*, ...)); "
-                            f"{parameter.name!r} is not")
-        if parameter.name not in offered:
-            raise MetaError(f"{path}: hook {name}() asks for {parameter.name!r}, which ckx does not offer; "
-                            f"it offers {', '.join(sorted(offered))}")
+    if cached is None:
+        cached = _HOOK_CACHE[(str(path), stamp)] = load_hook_file(path, HOOKS, file_label="a customize.py")
+    return cached
 
 
 def load_soft(record: EntryRecord) -> SoftEntry:
@@ -547,17 +515,6 @@ class _Found:
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
 
-def render_template(text: str, values: Mapping[str, str], where: str) -> str:
-    """Fill ``{placeholders}`` in a soft's env template; MetaError names the place and the unknown name."""
-    try:
-        return string.Formatter().vformat(text, (), dict(values))
-    except KeyError as exc:
-        raise MetaError(f"{where}: unknown placeholder {{{exc.args[0]}}}; known: "
-                        + ", ".join(sorted(values))) from None
-    except (ValueError, IndexError) as exc:
-        raise MetaError(f"{where}: malformed template {text!r}: {exc}") from None
-
-
 def _expand_dirs(items: Iterable[str]) -> list[str]:
     out = []
     for item in items:
@@ -606,11 +563,8 @@ class _Detector:
         function = self.soft.hooks.get(name)
         if function is None:
             return None
-        wanted = {k: v for k, v in offered.items() if k in inspect.signature(function).parameters}
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(function).parameters.values()):
-            wanted = offered
         try:
-            return function(**wanted)
+            return call_hook(function, offered)
         except Exception as exc:  # noqa: BLE001 - a broken hook must not stop detection
             raise _CandidateFailed(f"soft {self.soft.alias}: {CUSTOMIZE} {name}() failed for candidate "
                                    f"{candidate}: {type(exc).__name__}: {exc}") from None
@@ -666,8 +620,8 @@ class _Detector:
         env: dict[str, str] = {}
         for key, template in (self.soft.meta.get("env") or {}).items():
             where = f"{self.soft.meta_path}: field 'env.{key}'"
-            name = render_template(str(key), values, where)
-            value = render_template(str(template), values, where)
+            name = render_text(str(key), values, where=where)
+            value = render_text(str(template), values, where=where)
             if value != "":
                 env[name] = value
         env.update(found.env)
@@ -1256,5 +1210,4 @@ __all__ = [
     "get_soft",
     "load_hooks",
     "load_soft",
-    "render_template",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 from ckx.store.context import Context
 from ckx.core.errors import MetaError, NotFound, ProgramFailed, UsageError
 from ckx.store.index import EntryRecord, Query, split_tags
+from ckx.software.environment import PATH_VARIABLES, env_text, merge_env, path_items
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +23,6 @@ LOCAL = "local"
 ENV_SCHEMA_VERSION = 1
 ENV_SCRIPT = "env.sh"
 VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Variables that hold search paths: an env prepends its value instead of replacing the variable.
-PATH_VARIABLES = frozenset({
-    "PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "C_INCLUDE_PATH",
-    "CPLUS_INCLUDE_PATH", "PKG_CONFIG_PATH", "CMAKE_PREFIX_PATH", "MANPATH",
-})
 _AUTO_TAG_RE = re.compile(r"^(v\d[\w.+!-]*|host-os-.+|target-os-.+|\d+bits)$")
 
 
@@ -295,11 +291,9 @@ def _check_env_vars(env: Mapping[str, Any], where: str) -> dict[str, str]:
     for key, value in env.items():
         if not VAR_NAME_RE.match(str(key)):
             raise MetaError(f"{where}: invalid environment variable name {key!r}")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "1" if value else "0"
-        result[str(key)] = str(value)
+        text = env_text(value)
+        if text is not None:
+            result[str(key)] = text
     return result
 
 
@@ -322,11 +316,14 @@ def render_env_script(record_meta: Mapping[str, Any]) -> str:
     for key in sorted(env):
         if key == guard:
             continue
-        value = shlex.quote(str(env[key]))
         if key in PATH_VARIABLES:
+            items = path_items(key, str(env[key]))
+            if not items:
+                continue
+            value = shlex.quote(os.pathsep.join(items))
             body.append(f'export {key}={value}"${{{key}:+:${{{key}}}}}"')
         else:
-            body.append(f"export {key}={value}")
+            body.append(f"export {key}={shlex.quote(str(env[key]))}")
     if guard:
         body.append(f"export {guard}=1")
         lines = header + [f'if [ "${{{guard}:-}}" != "1" ]; then'] + ["  " + line for line in body] + ["fi"]
@@ -490,22 +487,6 @@ def _repo_of(ctx: Context, record: EnvRecord) -> str:
             continue
         return repo.name
     return LOCAL
-
-
-# -- combining envs ------------------------------------------------------------------------------
-def merge_env(base: Mapping[str, str], layers: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """``base`` with each layer's variables applied in order; search-path variables are prepended to."""
-    result = dict(base)
-    for layer in layers:
-        for key, value in layer.items():
-            value = str(value)
-            if key in PATH_VARIABLES and result.get(key):
-                parts = [p for p in value.split(os.pathsep) if p]
-                kept = [p for p in result[key].split(os.pathsep) if p and p not in parts]
-                result[key] = os.pathsep.join(parts + kept)
-            else:
-                result[key] = value
-    return result
 
 
 # -- actions -------------------------------------------------------------------------------------

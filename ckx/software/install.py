@@ -19,14 +19,13 @@ How an installation goes (``install``)
        directory, so no env and no half-installed directory remain; only a download's ``.part`` file
        stays in the cache, for a network failure that a later run can resume.
 
-Install hooks (``install.py`` in the package entry) are loaded and validated before anything runs:
-exactly one public function, ``install``, with exactly the keyword-only parameters of
-``HOOK_PARAMETERS``; helpers and imports must be private (a leading underscore).
+Install hooks (``install.py`` in the package entry) are loaded and checked before anything runs:
+exactly one public name, ``install``, whose keyword-only parameters are those of ``HOOK_PARAMETERS``
+it wants (the hook contract of ckx.software.hooks); helpers and imports must be private.
 """
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import re
@@ -46,7 +45,8 @@ from ckx.store.entry import deep_merge, normalise_tags, validate_meta
 from ckx.core.errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, IntegrityError, MetaError, NotFound,
                      ResolutionError, UsageError)
 from ckx.store.generic import find_entries, merged_meta
-from ckx.software.hooks import load_source_module
+from ckx.software.hooks import call_hook, load_hooks
+from ckx.software.environment import env_text, merge_env, render_text
 from ckx.core.inputs import as_bool
 from ckx.store.index import EntryRecord, Query, split_tags
 
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 HOOK_FILE = "install.py"
 HOOK_FUNCTION = "install"
+# The arguments offered to the install hook; it declares the ones it uses.
 HOOK_PARAMETERS: tuple[str, ...] = (
     "install_dir", "package_dir", "meta", "variation", "env", "python", "downloaded", "info",
 )
@@ -224,62 +225,17 @@ def choose_candidate(ctx: Context, candidates: Sequence[Candidate], *, asked: st
 
 
 def load_hook(path: Path) -> Callable[..., Any]:
-    """Load an ``install.py`` and return its ``install`` function, validated against the contract.
+    """Load an ``install.py`` and return its ``install`` function, checked against the hook contract.
 
     Raises MetaError naming the file when it cannot be imported, when it defines any other public
-    name, or when ``install`` is missing or its parameters are not exactly ``HOOK_PARAMETERS``
-    (keyword-only, no defaults needed).
+    name, when ``install`` is missing, or when ``install`` takes a parameter that is not keyword-only or
+    not one of ``HOOK_PARAMETERS`` (it declares those it wants; see ckx.software.hooks).
     """
     path = Path(path)
-    module_name = f"_ckx_install_hook_{secrets.token_hex(6)}"
-    try:
-        module = load_source_module(path, module_name)
-    except CkxError:
-        raise
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        log.debug("loading %s failed", path, exc_info=True)
-        raise MetaError(f"{path}: the install hook fails to load: {type(exc).__name__}: {exc}") from exc
-    public = sorted(name for name, value in vars(module).items()
-                    if not name.startswith("_") and name != HOOK_FUNCTION and not _is_future_feature(value))
-    if public:
-        raise MetaError(
-            f"{path}: an install hook defines one public function, '{HOOK_FUNCTION}'; "
-            f"also found: {', '.join(public)}",
-            hint="make helpers and imports private with a leading underscore (import os as _os)",
-        )
-    function = getattr(module, HOOK_FUNCTION, None)
-    if not inspect.isfunction(function):
+    found = load_hooks(path, {HOOK_FUNCTION: HOOK_PARAMETERS}, file_label="an install.py", private_names=True)
+    if HOOK_FUNCTION not in found:
         raise MetaError(f"{path}: no function '{HOOK_FUNCTION}' (the hook's one public name)")
-    _check_hook_signature(path, function)
-    return function
-
-
-def _is_future_feature(value: object) -> bool:
-    import __future__
-
-    return isinstance(value, __future__._Feature)
-
-
-def _check_hook_signature(path: Path, function: Callable[..., Any]) -> None:
-    parameters = inspect.signature(function).parameters
-    names = tuple(parameters)
-    wrong_kind = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
-    missing = [n for n in HOOK_PARAMETERS if n not in parameters]
-    unknown = [n for n in names if n not in HOOK_PARAMETERS]
-    problems = []
-    if missing:
-        problems.append("missing " + ", ".join(missing))
-    if unknown:
-        problems.append("unknown " + ", ".join(unknown))
-    if wrong_kind:
-        problems.append("not keyword-only: " + ", ".join(wrong_kind))
-    if problems:
-        raise MetaError(
-            f"{path}: {HOOK_FUNCTION}() does not have the hook signature ({'; '.join(problems)})",
-            hint="def install(*, " + ", ".join(HOOK_PARAMETERS) + ") -> dict[str, str] | None",
-        )
+    return found[HOOK_FUNCTION]
 
 
 def run_hook(
@@ -292,9 +248,10 @@ def run_hook(
     the hook (the traceback goes to the debug log). A return value that is not a mapping of
     variable names to strings, numbers or booleans is a MetaError.
     """
+    offered = {"install_dir": install_dir, "package_dir": package_dir, "meta": meta, "variation": variation,
+               "env": env, "python": python, "downloaded": downloaded, "info": info}
     try:
-        result = function(install_dir=install_dir, package_dir=package_dir, meta=meta, variation=variation,
-                          env=env, python=python, downloaded=downloaded, info=info)
+        result = call_hook(function, offered)
     except CkxError:
         raise
     except Exception as exc:
@@ -311,7 +268,7 @@ def run_hook(
             raise MetaError(f"{path}: {HOOK_FUNCTION}() returned an invalid env var name {key!r}")
         if not isinstance(value, (str, int, float, bool)):
             raise MetaError(f"{path}: {HOOK_FUNCTION}() returned {type(value).__name__} for {key}, not a string")
-        extra[key] = _env_text(value)
+        extra[key] = str(env_text(value))
     return extra
 
 
@@ -685,9 +642,10 @@ class _Installation:
 
         assert self.final is not None
         install_dir = str(self.final)
-        env = {key: _env_text(value) for key, value in (self.meta.get("env") or {}).items()}
-        env.update(extra)
-        env = {key: value.replace("{install_dir}", install_dir) for key, value in env.items()}
+        env = self._render_env({"install_dir": install_dir})
+        hook = self.candidate.record.path / HOOK_FILE
+        env.update({key: render_text(value, {"install_dir": install_dir}, where=f"{hook}: {HOOK_FUNCTION}() value {key}")
+                    for key, value in extra.items()})
         full_path = str(self.final / self.main_file) if self.main_file else install_dir
         extra_meta = {"variation": self.candidate.variation, "package_uid": self.candidate.record.uid}
         if self.source["kind"] == "pip":
@@ -698,6 +656,15 @@ class _Installation:
             env_prefix=self.meta.get("env_prefix"), deps={d.name: d.env_uid for d in resolved if d.env_uid},
             name=self.meta.get("name"), detected_by="package", extra_meta=extra_meta,
         )
+
+    def _render_env(self, values: Mapping[str, str]) -> dict[str, str]:
+        """The package's ``env`` templates rendered with ``values``; None values leave the variable out."""
+        env: dict[str, str] = {}
+        for key, template in (self.meta.get("env") or {}).items():
+            text = env_text(template)
+            if text is not None:
+                env[key] = render_text(text, values, where=f"{self.candidate.record.meta_path}: field 'env.{key}'")
+        return env
 
     def _replace(self, previous: list["EnvRecord"]) -> None:
         """After a forced reinstall, drop the envs and directories of the installation it replaces."""
@@ -767,8 +734,6 @@ def detect_available(ctx: Context, soft: str, *, python: str, python_env: str | 
 
 def dependency_environment(resolved: Sequence["ResolvedDep"], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default os.environ) with each resolved dep's env vars applied in order (search paths prepended)."""
-    from ckx.software.envs import merge_env
-
     return merge_env(os.environ if base is None else base, [dep.env or {} for dep in resolved])
 
 
@@ -839,12 +804,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def _env_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
 
 
 def _safe_part(text: str) -> str:

@@ -301,17 +301,10 @@ class _Resolver:
 
 
 def matching_packages(ctx: Context, include: Sequence[str], exclude: Sequence[str] = ()) -> list[str]:
-    """Aliases (or uids) of packages whose tags, alone or with one variation's, hold every tag in ``include``."""
-    names = []
-    for record in ctx.index.query(Query(module="package")):
-        meta = record.meta
-        base = set(record.tags)
-        variations = meta.get("variations") if isinstance(meta.get("variations"), dict) else {}
-        options = [base] + [base | set(_tag_list((v or {}).get("tags"))) for v in variations.values()
-                            if isinstance(v, dict)]
-        if any(set(include) <= tags and not (set(exclude) & tags) for tags in options):
-            names.append(record.name)
-    return names
+    """Names of the packages that ``ckx install`` would choose among for these tags (its own matcher:
+    the merged meta, base entries included, alone or with one variation's tags)."""
+    tags = list(include) + [f"-{t}" for t in exclude]
+    return list(dict.fromkeys(candidate.name for candidate in find_candidates(ctx, tags=tags)))
 
 
 def resolve_deps(

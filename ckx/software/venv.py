@@ -38,6 +38,7 @@ from ckx.core.errors import CkxError, MetaError, NotFound, UsageError
 from ckx.core.inputs import as_bool
 from ckx.store.generic import AlreadyExists, confirm_deletion, delete_tree, find_entries, write_new_entry
 from ckx.store.index import EntryRecord
+from ckx.software.environment import merge_env
 
 log = logging.getLogger(__name__)
 
@@ -348,12 +349,8 @@ def activation_snippet(venv: Venv) -> str:
 
 def activation_environment(venv: Venv, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment that ``activate`` would produce, for a spawned shell."""
-    env = dict(os.environ if base is None else base)
-    env.pop("PYTHONHOME", None)
-    env["VIRTUAL_ENV"] = str(venv.path)
-    env["PATH"] = os.pathsep.join(filter(None, [str(venv.path / "bin"), env.get("PATH")]))
-    env["CKX_VENV"] = venv.name
-    return env
+    layer = {"PYTHONHOME": None, "VIRTUAL_ENV": str(venv.path), "PATH": str(venv.path / "bin"), "CKX_VENV": venv.name}
+    return merge_env(os.environ if base is None else base, [layer])
 
 
 # --------------------------------------------------------------------------- actions
