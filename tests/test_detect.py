@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ckx.api import access
-from ckx.software.detect import detect, detect_soft, find_softs, load_hooks
+from ckx.software.resolve import detect, detect_soft
+from ckx.software.softs import find_softs, load_hooks
 from ckx.software.envs import find_envs
 from ckx.core.errors import MetaError, NotFound, UsageError
 
@@ -573,7 +574,7 @@ def test_module_lookup_follows_import_precedence_and_newest_metadata(ctx, soft_r
 def test_in_process_description_equals_the_subprocess_probe(tmp_path, monkeypatch):
     import subprocess
 
-    from ckx.software.detect import _PROBE, _describe_running
+    from ckx.software.probing import _PROBE, _describe_running
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "missing")]))
     (tmp_path / "a").mkdir()

@@ -12,8 +12,8 @@ from ckx.core.errors import MetaError
 from ckx.runs.program import assemble_env, build_command, load_program
 from ckx.software.environment import PATH_VARIABLES, apply_layer, env_text, merge_env, render
 from ckx.software.envs import render_env_script
-from ckx.software.install import dependency_environment, install
-from ckx.software.resolve import ResolvedDep
+from ckx.software.install import dependency_environment
+from ckx.software.resolve import ResolvedDep, install
 from ckx.store.repo_actions import add_repo
 
 BASE = {"PATH": "/usr/bin:/bin", "CPLUS_INCLUDE_PATH": "/usr/include/c++", "LIBRARY_PATH": "/usr/lib", "KEEP": "k"}

@@ -157,7 +157,7 @@ def test_a_module_record_without_an_interpreter_path_is_told_apart_by_its_python
 
 
 def test_numpy_through_a_system_site_packages_venv_and_the_system_python_is_two_envs(ctx, tmp_path):
-    from ckx.software.detect import detect_soft
+    from ckx.software.resolve import detect_soft
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],

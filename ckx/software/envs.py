@@ -1,13 +1,14 @@
 """Env records: one detected or installed thing, its variables and env.sh; show, rm and virtual env."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import shlex
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,12 @@ from ckx.store.context import Context
 from ckx.core.errors import MetaError, NotFound, ProgramFailed, UsageError
 from ckx.store.index import EntryRecord, Query, split_tags
 from ckx.software.environment import PATH_VARIABLES, env_text, merge_env, path_items
+from ckx.core.cid import Cid, new_uid
+from ckx.core.jsonio import write_json_atomic, write_text_atomic
+from ckx.software.platform import platform_tags
+from ckx.store.entry import normalise_tags
+from ckx.store.generic import confirm_deletion, delete_tree, find_entries, write_new_entry
+from ckx.store.repo import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,7 @@ def is_automatic_tag(tag: str) -> bool:
 
 def compare_versions(a: str, b: str) -> int:
     """-1, 0 or 1 as ``a`` is older, equal or newer than ``b`` (PEP 440 where both parse, else numeric parts)."""
+    # reason: packaging loads only where versions are compared (light start-up)
     from packaging.version import InvalidVersion, Version
 
     try:
@@ -106,6 +114,7 @@ class VersionRange:
             specifiers.append("==" + str(spec["version"]).strip())
         text = ",".join(specifiers) or None
         if text:
+            # reason: packaging loads only where versions are compared (light start-up)
             from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
             try:
@@ -133,6 +142,7 @@ class VersionRange:
         if self.high and compare_versions(version, self.high) > 0:
             return False
         if self.specifier:
+            # reason: packaging loads only where versions are compared (light start-up)
             from packaging.specifiers import SpecifierSet
             from packaging.version import InvalidVersion, Version
 
@@ -220,6 +230,34 @@ class EnvRecord:
                 "env": dict(self.env), "path": str(self.path), "deps": self.deps}
 
 
+@dataclass(frozen=True)
+class ResolvedDep:
+    """One dependency, resolved to an env. ``origin``: forced, env (recorded before), detected or installed."""
+
+    name: str
+    env_uid: str
+    soft: str | None
+    version: str | None
+    tags: tuple[str, ...]
+    env: dict[str, str]
+    full_path: str | None
+    install_dir: str | None
+    package: str | None
+    origin: str = "env"
+    python: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_env(cls, name: str, record: EnvRecord, origin: str) -> ResolvedDep:
+        return cls(name=name, env_uid=record.uid, soft=record.soft, version=record.version, tags=record.tags,
+                   env=dict(record.env), full_path=record.full_path, install_dir=record.install_dir,
+                   package=record.package, origin=origin, python=record.meta.get("python"))
+
+    def to_choice(self) -> dict:
+        """The form recorded in a run's choices: env_uid, soft, version, tags, package."""
+        return {"env_uid": self.env_uid, "soft": self.soft, "version": self.version, "tags": list(self.tags),
+                "package": self.package}
+
+
 def _record_of(entry: EntryRecord) -> EnvRecord | None:
     meta = entry.meta
     if not isinstance(meta, dict) or "env" not in meta or "soft" not in meta:
@@ -238,8 +276,6 @@ def _env_records(ctx: Context, query: Query) -> list[EnvRecord]:
 
 def sort_newest_first(records: Iterable[EnvRecord]) -> list[EnvRecord]:
     """Newest version first; among equal versions the most recently created or updated first."""
-    import functools
-
     def order(a: EnvRecord, b: EnvRecord) -> int:
         if a.version and b.version:
             cmp = compare_versions(a.version, b.version)
@@ -414,14 +450,8 @@ def record_env_ex(
     extra_meta: Mapping[str, Any] | None = None,
 ) -> tuple[EnvRecord, bool]:
     """``record_env`` that also says whether the env is new (True) or was already recorded (False)."""
+    # reason: filelock loads only when a record is written under a lock (light start-up)
     from filelock import FileLock
-
-    from ckx.core.cid import new_uid
-    from ckx.store.entry import normalise_tags
-    from ckx.store.generic import write_new_entry
-    from ckx.core.jsonio import write_json_atomic, write_text_atomic
-    from ckx.software.platform import platform_tags
-    from ckx.store.repo import now_iso
 
     version = version_text(version)
     full_path = str(full_path) if full_path else None
@@ -468,8 +498,6 @@ def record_env_ex(
 
 def delete_env(ctx: Context, uid: str) -> EnvRecord:
     """Delete the env record ``uid`` (never its install_dir); returns what was deleted. NotFound if absent."""
-    from ckx.store.generic import delete_tree
-
     record = load_env(ctx, uid)
     repo_name = _repo_of(ctx, record)
     if not ctx.registry.get(repo_name).writable:
@@ -492,9 +520,6 @@ def _repo_of(ctx: Context, record: EnvRecord) -> str:
 # -- actions -------------------------------------------------------------------------------------
 def _selected(ctx: Context, inp: dict) -> list[EnvRecord]:
     """The envs an action names: ``env:UID`` CIDs (wildcards allowed) and/or ``--tags``."""
-    from ckx.core.cid import Cid
-    from ckx.store.generic import find_entries
-
     cids = [c for c in (inp.get("cids") or []) if c]
     names = []
     for text in cids:
@@ -539,8 +564,6 @@ def action_show(ctx: Context, inp: dict) -> dict:
 
 def action_rm(ctx: Context, inp: dict) -> dict:
     """``ckx rm env:UID | env --tags=... [--force] [--all]``; ``--all`` also deletes install dirs under $CKX_TOOLS."""
-    from ckx.store.generic import confirm_deletion, delete_tree
-
     if not inp.get("entry") and not inp.get("tags"):
         raise UsageError("'rm env' needs an env uid or --tags", hint="usage: ckx rm env:UID | ckx rm env --tags=a,b [--force]")
     records = _selected(ctx, inp)
@@ -657,6 +680,7 @@ __all__ = [
     "is_automatic_tag",
     "load_env",
     "merge_env",
+    "ResolvedDep",
     "record_env",
     "record_env_ex",
     "render_env_script",

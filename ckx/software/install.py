@@ -34,25 +34,26 @@ import shlex
 import shutil
 import subprocess
 import sys
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ckx.core.cid import Cid
 from ckx.store.context import Context
 from ckx.store.entry import deep_merge, normalise_tags, validate_meta
 from ckx.core.errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, IntegrityError, MetaError, NotFound,
-                     ResolutionError, UsageError)
+                             UsageError)
 from ckx.store.generic import find_entries, merged_meta
 from ckx.software.hooks import call_hook, load_hooks
 from ckx.software.environment import env_text, merge_env, render_text
-from ckx.core.inputs import as_bool
 from ckx.store.index import EntryRecord, Query, split_tags
+from ckx.software.detect import detect_soft
+from ckx.software.envs import EnvRecord, ResolvedDep, delete_env, find_envs, record_env
+from ckx.transfer.checksum import Checker
+from ckx.transfer.fetch import (cached_download_path, download_hint, fetch, filename_from_url, load_url_map, local_copy,
+                                url_key)
+from ckx.transfer.unpack import unpack
 
-if TYPE_CHECKING:
-    from ckx.software.envs import EnvRecord
-    from ckx.software.resolve import ResolvedDep
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,6 @@ LOCK_TIMEOUT_S = 6 * 3600.0
 STAGING_PREFIX = ".staging-"
 SOURCE_KINDS = ("download", "pip", "hook")
 
-# Packages being installed further up this call chain: a repeat is a dependency cycle, which would
-# otherwise wait forever on its own package lock.
-_INSTALLING: ContextVar[tuple[str, ...]] = ContextVar("ckx_installing_packages", default=())
 
 
 # --------------------------------------------------------------------------- choosing a package
@@ -175,6 +173,7 @@ def _version_accepts(candidate: Candidate, version: str) -> bool:
 
 
 def _same_version(a: str, b: str) -> bool:
+    # reason: packaging loads only where versions are compared (light start-up)
     from packaging.version import InvalidVersion, Version
 
     try:
@@ -279,53 +278,24 @@ def run_hook(
 class InstallResult:
     """What ``install`` did: ``status`` is "installed", "already-installed" or "already-available"."""
 
-    env: "EnvRecord"
+    env: EnvRecord
     status: str
     candidate: Candidate
 
 
-def install_package(
+def choose_package(
     ctx: Context,
     *,
     tags: str | Sequence[str] | None = None,
     alias: str | None = None,
     variation: str | None = None,
     version: str | None = None,
-    local_path: str | os.PathLike[str] | None = None,
-    offline: bool = False,
-    force: bool = False,
     repo: str | None = None,
-) -> "EnvRecord":
-    """Install the package that ``alias`` and/or ``tags`` name and return its env record.
+) -> Candidate:
+    """The one package (and variation) that ``alias`` and/or ``tags`` name, checked installable.
 
-    A no-op that says so (with ctx.info) when it is installed already, or, for a pip package,
-    already importable by the target interpreter; ``force`` installs it regardless. See ``install``.
-    """
-    return install(ctx, tags=tags, alias=alias, variation=variation, version=version, local_path=local_path,
-                   offline=offline, force=force, repo=repo).env
-
-
-def install(
-    ctx: Context,
-    *,
-    tags: str | Sequence[str] | None = None,
-    alias: str | None = None,
-    variation: str | None = None,
-    version: str | None = None,
-    local_path: str | os.PathLike[str] | None = None,
-    offline: bool = False,
-    force: bool = False,
-    repo: str | None = None,
-) -> InstallResult:
-    """Choose, install and record one package (the steps are in the module doc).
-
-    ``local_path`` is a file already on disk used instead of downloading (its checksum is still
-    verified); for pip packages a wheel or sdist file, or a directory of them (``--no-index
-    --find-links DIR``). ``offline`` never touches the network for downloads.
-
-    Raises UsageError (neither tags nor alias), NotFound, Ambiguous (exit 3), ResolutionError (4),
-    ChecksumMismatch / UnsafeArchive (5), DownloadError (1, with the ways forward in its hint),
-    MetaError for a broken package, CkxError for a failed pip or hook.
+    Raises UsageError (neither tags nor alias), NotFound, Ambiguous (exit 3), MetaError for a package
+    whose meta says nothing ckx can install.
     """
     if not tags and not alias:
         raise UsageError("which package? give its alias or --tags",
@@ -344,17 +314,48 @@ def install(
             f"(source.kind must be one of {', '.join(SOURCE_KINDS)})"
         )
     validate_meta(candidate.meta, "package", candidate.record.meta_path)
-    chain = _INSTALLING.get()
-    if candidate.label in chain:
-        raise ResolutionError("dependency cycle: " + " -> ".join(chain + (candidate.label,)),
-                              hint="one of these packages must not depend (even indirectly) on itself")
-    token = _INSTALLING.set(chain + (candidate.label,))
-    try:
-        with _package_lock(ctx, candidate):
-            return _Installation(ctx, candidate, version=version, local_path=local_path,
-                                 offline=offline, force=force).run()
-    finally:
-        _INSTALLING.reset(token)
+    return candidate
+
+
+def previous_installations(ctx: Context, candidate: Candidate, *, version: str | None = None) -> list[EnvRecord]:
+    """The envs of this package (and version) already installed, newest index state first.
+
+    Called with the package lock held: another process may have recorded one while we waited.
+    """
+    ctx.index.refresh(["env"], force=True)
+    return installed_envs(ctx, candidate, version=version)
+
+
+def already_installed(ctx: Context, candidate: Candidate, env: EnvRecord) -> InstallResult:
+    """The result for a package found installed (said with ctx.info)."""
+    ctx.info(f"{candidate.label} {env.version or ''} is already installed in {env.install_dir} "
+             f"(env {env.uid}); nothing to do (--force installs it again)".replace("  ", " "))
+    return InstallResult(env, "already-installed", candidate)
+
+
+def install_resolved(
+    ctx: Context,
+    candidate: Candidate,
+    *,
+    resolved: Sequence[ResolvedDep],
+    previous: Sequence[EnvRecord] = (),
+    version: str | None = None,
+    local_path: str | os.PathLike[str] | None = None,
+    offline: bool = False,
+    force: bool = False,
+) -> InstallResult:
+    """Install ``candidate`` whose deps are already ``resolved`` and record its env (steps 3 to 6 above).
+
+    ``previous`` installations are replaced after a forced reinstall. ``local_path`` is a file already
+    on disk used instead of downloading (its checksum is still verified); for pip packages a wheel or
+    sdist file, or a directory of them (``--no-index --find-links DIR``). ``offline`` never touches the
+    network for downloads. Call it with ``package_lock`` held.
+
+    Raises ChecksumMismatch / UnsafeArchive (5), DownloadError (1, with the ways forward in its hint),
+    MetaError for a broken package, CkxError for a failed pip or hook.
+    """
+    return _Installation(ctx, candidate, version=version, local_path=local_path, offline=offline,
+                         force=force).run(list(resolved), list(previous))
 
 
 def _tag_text(tags: str | Sequence[str] | None) -> str:
@@ -362,8 +363,9 @@ def _tag_text(tags: str | Sequence[str] | None) -> str:
 
 
 @contextlib.contextmanager
-def _package_lock(ctx: Context, candidate: Candidate) -> Iterator[None]:
+def package_lock(ctx: Context, candidate: Candidate) -> Iterator[None]:
     """Hold ``$CKX_HOME/locks/package-<uid>.lock``; say so when another installation holds it."""
+    # reason: filelock loads only when a package is installed (light start-up)
     import filelock
 
     ctx.home.ensure()
@@ -403,36 +405,19 @@ class _Installation:
         self.main_file: str | None = None  # a download kept as one file: the env's full_path
 
     # -- the steps ------------------------------------------------------------------------------
-    def run(self) -> InstallResult:
-        ctx, candidate = self.ctx, self.candidate
-        ctx.index.refresh(["env"], force=True)  # another process may have recorded it while we waited
-        previous = installed_envs(ctx, candidate, version=self.requested_version)
-        if previous and not self.force:
-            env = previous[0]
-            ctx.info(f"{candidate.label} {env.version or ''} is already installed in {env.install_dir} "
-                     f"(env {env.uid}); nothing to do (--force installs it again)".replace("  ", " "))
-            return InstallResult(env, "already-installed", candidate)
-        resolved = self._resolve_deps()
+    def run(self, resolved: list[ResolvedDep], previous: list[EnvRecord]) -> InstallResult:
         python, python_env = _python_of(resolved)
         if self.source["kind"] == "pip" and not self.force and self.local_path is None:
             available = self._already_available(python, python_env)
             if available is not None:
-                return InstallResult(available, "already-available", candidate)
+                return InstallResult(available, "already-available", self.candidate)
         self.python = python
         env = self._install(resolved, python)
         if previous:
             self._replace(previous)
-        return InstallResult(env, "installed", candidate)
+        return InstallResult(env, "installed", self.candidate)
 
-    def _resolve_deps(self) -> list["ResolvedDep"]:
-        deps = self.meta.get("deps") or {}
-        if not deps:
-            return []
-        from ckx.software.resolve import resolve_deps
-
-        return list(resolve_deps(self.ctx, deps, offline=self.offline))
-
-    def _install(self, resolved: list["ResolvedDep"], python: str) -> "EnvRecord":
+    def _install(self, resolved: list[ResolvedDep], python: str) -> EnvRecord:
         ctx, candidate = self.ctx, self.candidate
         tools = ctx.home.tools
         tools.mkdir(parents=True, exist_ok=True)
@@ -475,11 +460,6 @@ class _Installation:
 
     # -- download sources -----------------------------------------------------------------------
     def _download(self) -> Path:
-        from ckx.transfer.checksum import Checker
-        from ckx.transfer.fetch import (cached_download_path, download_hint, fetch, filename_from_url, load_url_map, local_copy,
-                            url_key)
-        from ckx.transfer.unpack import unpack
-
         ctx, source, label = self.ctx, self.source, self.candidate.label
         urls = [str(u) for u in source.get("urls") or []]
         if not urls and self.local_path is None:
@@ -545,6 +525,7 @@ class _Installation:
             raise MetaError(f"{self.candidate.record.meta_path}: field 'source.requirements': "
                             f"pip package {self.candidate.label} names no requirement")
         if self.requested_version and self.candidate.version is None:
+            # reason: packaging loads only where versions are compared (light start-up)
             from packaging.requirements import InvalidRequirement, Requirement
 
             try:
@@ -586,8 +567,6 @@ class _Installation:
         return version
 
     def _local_pip_targets(self, requirements: list[str], args: list[str]) -> list[str]:
-        from ckx.transfer.checksum import Checker
-
         path = self.local_path
         assert path is not None
         if path.is_dir():
@@ -604,7 +583,7 @@ class _Installation:
                 raise
         return [str(path.resolve())]
 
-    def _already_available(self, python: str, python_env: str | None) -> "EnvRecord | None":
+    def _already_available(self, python: str, python_env: str | None) -> EnvRecord | None:
         """The env of the soft that already finds this pip package in ``python`` (and accepts its version)."""
         soft = self.meta.get("soft")
         if not soft:
@@ -637,9 +616,7 @@ class _Installation:
             return final
         raise CkxError(f"cannot find a free directory name for {base} in {tools}")  # pragma: no cover
 
-    def _record(self, resolved: list["ResolvedDep"], version: str | None, extra: dict[str, str]) -> "EnvRecord":
-        from ckx.software.envs import record_env
-
+    def _record(self, resolved: list[ResolvedDep], version: str | None, extra: dict[str, str]) -> EnvRecord:
         assert self.final is not None
         install_dir = str(self.final)
         env = self._render_env({"install_dir": install_dir})
@@ -666,10 +643,8 @@ class _Installation:
                 env[key] = render_text(text, values, where=f"{self.candidate.record.meta_path}: field 'env.{key}'")
         return env
 
-    def _replace(self, previous: list["EnvRecord"]) -> None:
+    def _replace(self, previous: list[EnvRecord]) -> None:
         """After a forced reinstall, drop the envs and directories of the installation it replaces."""
-        from ckx.software.envs import delete_env
-
         for old in previous:
             try:
                 delete_env(self.ctx, old.uid)
@@ -697,10 +672,8 @@ class _Installation:
 # --------------------------------------------------------------------------- helpers
 
 
-def installed_envs(ctx: Context, candidate: Candidate, *, version: str | None = None) -> list["EnvRecord"]:
+def installed_envs(ctx: Context, candidate: Candidate, *, version: str | None = None) -> list[EnvRecord]:
     """Envs recorded for this package (with this variation's tags) whose directory is still there."""
-    from ckx.software.envs import find_envs
-
     found = []
     for env in find_envs(ctx, tags=",".join(candidate.tags)):
         if env.package not in (candidate.name, candidate.record.uid):
@@ -714,13 +687,11 @@ def installed_envs(ctx: Context, candidate: Candidate, *, version: str | None = 
     return found
 
 
-def detect_available(ctx: Context, soft: str, *, python: str, python_env: str | None = None) -> "EnvRecord | None":
+def detect_available(ctx: Context, soft: str, *, python: str, python_env: str | None = None) -> EnvRecord | None:
     """Run the soft entry ``soft`` in ``python`` (or the compiler.python env ``python_env``).
 
     Returns the recorded env when the soft finds the thing, None when it does not (or cannot look).
     """
-    from ckx.software.detect import detect_soft
-
     try:
         envs = detect_soft(ctx, soft, python=None if python_env else python,
                            deps={"python": python_env} if python_env else None)
@@ -732,12 +703,12 @@ def detect_available(ctx: Context, soft: str, *, python: str, python_env: str | 
     return envs[0] if envs else None
 
 
-def dependency_environment(resolved: Sequence["ResolvedDep"], base: Mapping[str, str] | None = None) -> dict[str, str]:
+def dependency_environment(resolved: Sequence[ResolvedDep], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default os.environ) with each resolved dep's env vars applied in order (search paths prepended)."""
     return merge_env(os.environ if base is None else base, [dep.env or {} for dep in resolved])
 
 
-def _python_of(resolved: Sequence["ResolvedDep"]) -> tuple[str, str | None]:
+def _python_of(resolved: Sequence[ResolvedDep]) -> tuple[str, str | None]:
     """The interpreter of the resolved compiler.python dep and its env uid; else the running one (no env)."""
     for dep in resolved:
         if dep.soft == "compiler.python" and dep.full_path:
@@ -746,6 +717,7 @@ def _python_of(resolved: Sequence["ResolvedDep"]) -> tuple[str, str | None]:
 
 
 def _version_satisfies(version: str | None, requirement: str) -> bool:
+    # reason: packaging loads only where versions are compared (light start-up)
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import InvalidVersion, Version
 
@@ -765,8 +737,10 @@ def _version_satisfies(version: str | None, requirement: str) -> bool:
 
 def _installed_version(target: Path, requirement: str) -> str | None:
     """The version pip put into ``target`` for the project of ``requirement`` (from its dist-info)."""
+    # reason: importlib.metadata loads only after a pip installation (light start-up)
     import importlib.metadata
 
+    # reason: packaging loads only where versions are compared (light start-up)
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
@@ -830,52 +804,3 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------- the action
-
-
-def action_install(ctx: Context, inp: dict) -> dict:
-    """``ckx install package[:ALIAS] --tags=... [--variation=V] [--version=V] [--local_path=FILE] [--force]``."""
-    alias = inp.get("entry")
-    tags = inp.get("tags")
-    if isinstance(tags, bool):
-        raise UsageError("--tags needs a value: --tags=a,b")
-    result = install(
-        ctx, tags=tags, alias=alias, repo=inp.get("repo"),
-        variation=_text_or_none(inp.get("variation"), "variation"),
-        version=_text_or_none(inp.get("version"), "version"),
-        local_path=_text_or_none(inp.get("local_path"), "local_path"),
-        offline=as_bool(inp.get("offline"), "offline"), force=as_bool(inp.get("force"), "force"),
-    )
-    env = result.env
-    text = {
-        "installed": f"installed {result.candidate.label}",
-        "already-installed": f"{result.candidate.label} was already installed",
-        "already-available": f"{result.candidate.label} is already available",
-    }[result.status]
-    lines = [text, f"  env:     {env.uid}", f"  version: {env.version or '-'}"]
-    if env.install_dir:
-        lines.append(f"  dir:     {env.install_dir}")
-    elif env.full_path:
-        lines.append(f"  path:    {env.full_path}")
-    return {
-        "return": 0,
-        "status": result.status,
-        "package": result.candidate.record.summary(),
-        "variation": result.candidate.variation,
-        "env_uid": env.uid,
-        "version": env.version,
-        "install_dir": env.install_dir,
-        "full_path": env.full_path,
-        "env": dict(env.env),
-        "text": "\n".join(lines),
-    }
-
-
-def _text_or_none(value: Any, key: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise UsageError(f"--{key} needs a value: --{key}=...")
-    return str(value)
