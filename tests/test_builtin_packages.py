@@ -14,7 +14,8 @@ from types import ModuleType
 import pytest
 
 from ckx.software.hooks import call_hook
-from ckx.software.install import apply_variation, find_candidates, load_hook
+from ckx.software.install import load_hook
+from ckx.software.packages import apply_variation, find_candidates
 from ckx.store.entry import validate_meta
 from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound
 

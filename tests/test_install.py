@@ -24,7 +24,8 @@ from ckx.store.context import Context
 from ckx.core.errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound,
                         ResolutionError, UnsafeArchive)
 from ckx.core.home import Home
-from ckx.software.install import HOOK_PARAMETERS, find_candidates, load_hook
+from ckx.software.install import HOOK_PARAMETERS, load_hook
+from ckx.software.packages import find_candidates
 from ckx.software.resolve import install, install_package
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,8 @@ from ckx.core.errors import CkxError, MetaError, NotFound, ResolutionError
 from ckx.software import detect as detection
 from ckx.software import install as installer
 from ckx.software.envs import EnvRecord, ResolvedDep, VersionRange, find_envs, load_env, sort_newest_first
-from ckx.software.install import InstallResult, find_candidates
+from ckx.software.install import InstallResult
+from ckx.software.packages import choose_package, find_candidates
 from ckx.software.softs import SoftEntry, find_softs
 from ckx.store.context import Context
 from ckx.store.index import split_tags
@@ -345,8 +346,7 @@ def install(
     for a dependency cycle), ChecksumMismatch / UnsafeArchive (5), DownloadError (1), MetaError for a
     broken package, CkxError for a failed pip or hook.
     """
-    candidate = installer.choose_package(ctx, tags=tags, alias=alias, variation=variation, version=version,
-                                         repo=repo)
+    candidate = choose_package(ctx, tags=tags, alias=alias, variation=variation, version=version, repo=repo)
     chain = _INSTALLING.get()
     if candidate.label in chain:
         raise ResolutionError("dependency cycle: " + " -> ".join(chain + (candidate.label,)),
