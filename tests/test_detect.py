@@ -431,6 +431,21 @@ def test_bad_soft_meta_names_the_file(ctx, soft_repo):
     assert any("broken.soft" in w for w in ctx.reporter.warnings)
 
 
+@pytest.mark.parametrize(("detect_section", "field"), [
+    ({"kind": "module"}, "detect"),  # a module soft needs its module
+    ({"kind": "executable", "names": []}, "detect.names"),
+    ({"kind": "executable", "names": "fakecc"}, "detect.names"),
+    ({"kind": "executable", "names": ["fakecc"], "version_regex": "(unclosed"}, "detect.version_regex"),
+    ({"kind": "marker", "files": ["a"], "search_dirs": [3]}, "detect.search_dirs.0"),
+    ({"kind": "module", "module": "m", "distribution_tags": {"m": "tag"}}, "detect.distribution_tags.m"),
+], ids=["module-without-module", "no-names", "names-not-a-list", "bad-regex", "dir-not-a-string", "dist-tags"])
+def test_the_soft_schema_is_the_one_validator(ctx, soft_repo, detect_section, field):
+    entry = soft_repo("schema.soft", {"tags": ["schemasoft"], "detect": detect_section})
+    with pytest.raises(MetaError) as info:
+        detect(ctx, "schema.soft")
+    assert f"{entry / 'meta.json'}: field '{field}'" in str(info.value)
+
+
 def test_unknown_template_placeholder_names_the_field(ctx, soft_repo, tmp_path):
     soft_repo("compiler.fakecc", {**EXE_SOFT, "env": {"X": "{no_such_value}"}})
     exe = fake_executable(tmp_path / "bin", "fakecc", "fakecc version 1.0")

@@ -1,7 +1,6 @@
 """Soft entries: loading them with their customize.py hooks, and choosing those that can provide tags."""
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from ckx.core.errors import MetaError, UsageError
 from ckx.software.envs import is_automatic_tag
 from ckx.software.hooks import load_hooks as load_hook_file
 from ckx.store.context import Context
+from ckx.store.entry import validate_meta
 from ckx.store.generic import resolve_entry
 from ckx.store.index import EntryRecord, Query, split_tags
 
@@ -83,43 +83,6 @@ def _can_provide(meta: Mapping[str, Any], tags: Iterable[str]) -> bool:
     return all(t in known or is_automatic_tag(t) for t in tags)
 
 
-def _fail_meta(soft_path: Path, field_name: str, message: str) -> MetaError:
-    return MetaError(f"{soft_path}: field '{field_name}': {message}")
-
-
-def _check_detect(meta: dict, meta_path: Path) -> None:
-    detect = meta.get("detect")
-    if not isinstance(detect, dict):
-        raise _fail_meta(meta_path, "detect", "a soft entry needs a 'detect' object")
-    kind = detect.get("kind")
-    if kind not in KINDS:
-        raise _fail_meta(meta_path, "detect.kind", f"must be one of {', '.join(KINDS)}, not {kind!r}")
-    needs = {"module": ("module",), "executable": ("names",), "marker": ("files",)}.get(kind, ())
-    for key in needs:
-        if not detect.get(key):
-            raise _fail_meta(meta_path, f"detect.{key}", f"a '{kind}' soft needs it")
-    for key in ("names", "files", "distributions", "version_args", "search_dirs", "version_files"):
-        value = detect.get(key)
-        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise _fail_meta(meta_path, f"detect.{key}", "must be a list of strings")
-    distribution_tags = detect.get("distribution_tags")
-    if distribution_tags is not None and not (
-            isinstance(distribution_tags, dict)
-            and all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in distribution_tags.values())):
-        raise _fail_meta(meta_path, "detect.distribution_tags", "must map distribution names to lists of tags")
-    optional = meta.get("optional_tags")
-    if optional is not None and not (isinstance(optional, list) and all(isinstance(t, str) for t in optional)):
-        raise _fail_meta(meta_path, "optional_tags", "must be a list of strings")
-    if detect.get("version_regex"):
-        try:
-            re.compile(detect["version_regex"])
-        except re.error as exc:
-            raise _fail_meta(meta_path, "detect.version_regex", f"invalid regular expression: {exc}") from None
-    env = meta.get("env", {})
-    if not isinstance(env, dict):
-        raise _fail_meta(meta_path, "env", "must be an object of variable templates")
-
-
 _HOOK_CACHE: dict[tuple[str, int], dict[str, Callable[..., Any]]] = {}
 
 
@@ -142,7 +105,7 @@ def load_hooks(path: Path) -> dict[str, Callable[..., Any]]:
 def load_soft(record: EntryRecord) -> SoftEntry:
     """A SoftEntry from an indexed soft record; MetaError names the file for a bad meta or customize.py."""
     meta = record.meta
-    _check_detect(meta, record.meta_path)
+    validate_meta(meta, MODULE, record.meta_path)
     hooks_path = record.path / CUSTOMIZE
     hooks = load_hooks(hooks_path) if hooks_path.is_file() else {}
     return SoftEntry(record.alias or record.uid or record.path.name, record.uid, record.path, record.meta_path,
