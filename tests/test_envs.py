@@ -11,8 +11,6 @@ import pytest
 
 from ckx.api import access
 from ckx.software.envs import (
-    VersionRange,
-    compare_versions,
     delete_env,
     find_envs,
     load_env,
@@ -20,9 +18,8 @@ from ckx.software.envs import (
     record_env,
     record_env_ex,
     render_env_script,
-    version_split,
-    version_tags,
 )
+from ckx.software.versions import VersionRange, compare_versions, version_split, version_tags
 from ckx.core.errors import MetaError, NotFound, UsageError
 from ckx.software.platform import platform_tags
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from ckx.core.errors import NotFound, UsageError
 from ckx.software.detectors import Detector, expand_dirs, split_list
-from ckx.software.envs import EnvRecord, load_env, record_env_ex, version_text
+from ckx.software.envs import EnvRecord, load_env, record_env_ex
+from ckx.software.versions import version_text
 from ckx.software.probing import Session
 from ckx.software.softs import SoftEntry, find_softs, get_soft
 from ckx.store.context import Context

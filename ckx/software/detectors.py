@@ -14,7 +14,8 @@ from typing import Any
 
 from ckx.core.errors import CkxError, MetaError
 from ckx.software.environment import render_text
-from ckx.software.envs import EnvRecord, compare_versions, version_text
+from ckx.software.envs import EnvRecord
+from ckx.software.versions import compare_versions, version_text
 from ckx.software.hooks import call_hook
 from ckx.software.probing import VERSION_TIMEOUT_S, Session, _is_wrapper_script, _venv_root
 from ckx.software.softs import CUSTOMIZE, SoftEntry

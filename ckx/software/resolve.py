@@ -20,7 +20,8 @@ from typing import Any
 from ckx.core.errors import CkxError, MetaError, NotFound, ResolutionError
 from ckx.software import detect as detection
 from ckx.software import install as installer
-from ckx.software.envs import EnvRecord, ResolvedDep, VersionRange, find_envs, load_env, sort_newest_first
+from ckx.software.envs import EnvRecord, ResolvedDep, find_envs, load_env, sort_newest_first
+from ckx.software.versions import VersionRange
 from ckx.software.install import InstallResult
 from ckx.software.packages import choose_package, find_candidates
 from ckx.software.softs import SoftEntry, find_softs

@@ -8,7 +8,7 @@ from typing import Any
 
 from ckx.core.cid import Cid
 from ckx.core.errors import MetaError, UsageError
-from ckx.software.envs import is_automatic_tag
+from ckx.software.versions import is_automatic_tag
 from ckx.software.hooks import load_hooks as load_hook_file
 from ckx.store.context import Context
 from ckx.store.entry import validate_meta
