@@ -29,7 +29,6 @@ RESULT_SCHEMA_VERSION = 1
 DEFAULT_TIMEOUT_S = 24 * 3600.0
 DEFAULT_RESULT_FILE = "result.json"
 TAIL_LINES = 15
-PLACEHOLDERS = ("python", "entry_path", "base_path", "run_dir", "cache_dir")
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ A soft entry declares how to find its thing (``detect.kind``):
 - ``executable``: programs on PATH, versioned by running ``[exe, *version_args]`` through a regex;
 - ``marker``: a marker file (glob allowed, with sibling files) under search directories, to a depth.
 
-``customize.py`` beside the meta may define the keyword-only hooks in ``HOOKS``; any other public
-function is an error naming the file. A hook that raises becomes a warning naming the soft entry and
-the candidate, and detection goes on with the next candidate.
+The soft entries and their ``customize.py`` hooks are in ckx.software.softs, the four detectors in
+ckx.software.detectors, the interpreter probe in ckx.software.probing. A hook that raises becomes a
+warning naming the soft entry and the candidate, and detection goes on with the next candidate.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ckx.core.errors import CkxError, MetaError
-from ckx.software.environment import render_text
+from ckx.software.environment import env_text, render_text
 from ckx.software.envs import EnvRecord
 from ckx.software.versions import compare_versions, version_text
 from ckx.software.hooks import call_hook
@@ -148,7 +148,7 @@ class Detector:
             if not isinstance(extra, Mapping):
                 raise CandidateFailed(f"soft {self.soft.alias}: setup_env() returned {type(extra).__name__}, "
                                        f"not a dict, for candidate {candidate}")
-            env.update({str(k): str(v) for k, v in extra.items() if v is not None})
+            env.update({str(k): env_text(v) for k, v in extra.items() if v is not None})
         tags = self._hook("extra_tags", candidate, full_path=Path(found.full_path), version=found.version,
                           meta=self.soft.meta, python=self._python_path())
         if tags is not None:
