@@ -13,7 +13,10 @@ from types import ModuleType
 
 import pytest
 
-from ckx.store.entry import deep_merge, normalise_tags, validate_meta
+from ckx.software.hooks import call_hook
+from ckx.software.install import load_hook
+from ckx.software.packages import apply_variation, find_candidates
+from ckx.store.entry import validate_meta
 from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,14 +72,8 @@ def _meta(alias: str) -> dict:
 
 
 def _merged(meta: dict, variation: str | None) -> dict:
-    """The meta with ``variation`` applied as the contract says: deep merge, tags appended."""
-    if variation is None:
-        return meta
-    override = dict(meta["variations"][variation])
-    tags = override.pop("tags", [])
-    merged = deep_merge(meta, override)
-    merged["tags"] = normalise_tags(list(meta["tags"]) + list(tags))
-    return merged
+    """The meta with ``variation`` applied, by the installer's own function."""
+    return apply_variation(meta, variation)
 
 
 def _hook(alias: str) -> ModuleType:
@@ -101,16 +98,11 @@ def _install(
     messages: list[str] = []
     full_env = dict(os.environ)
     full_env.update(env or {})
-    extra = _hook(alias).install(
-        install_dir=install_dir,
-        package_dir=PACKAGES / alias,
-        meta=meta if meta is not None else _meta(alias),
-        variation=None,
-        env=full_env,
-        python=python,
-        downloaded=downloaded,
-        info=messages.append,
-    )
+    hook = load_hook(PACKAGES / alias / "install.py")
+    extra = call_hook(hook, {
+        "install_dir": install_dir, "package_dir": PACKAGES / alias, "meta": meta if meta is not None else _meta(alias),
+        "variation": None, "env": full_env, "python": python, "downloaded": downloaded, "info": messages.append,
+    })
     return extra, messages
 
 
@@ -180,12 +172,10 @@ def test_meta_follows_the_contract(alias: str) -> None:
 
 
 @pytest.mark.parametrize("alias", HOOKED)
-def test_hook_defines_only_install(alias: str) -> None:
-    module = _hook(alias)
-    public = {name for name in vars(module) if not name.startswith("_")} - {"annotations"}
-    assert public == {"install"}
-    params = set(module.install.__code__.co_varnames[: module.install.__code__.co_kwonlyargcount])
-    assert params == {"install_dir", "package_dir", "meta", "variation", "env", "python", "downloaded", "info"}
+def test_hook_keeps_the_hook_contract(alias: str) -> None:
+    # load_hook refuses any other public name and any parameter the installer does not offer.
+    hook = load_hook(PACKAGES / alias / "install.py")
+    assert hook.__name__ == "install"
 
 
 def test_uids_are_unique_across_all_package_entries() -> None:
@@ -218,16 +208,9 @@ def test_tf_model_says_its_checksum_is_unknown() -> None:
     assert "no checksum" in (PACKAGES / "model-resnet50-mlperf-tf" / "README.md").read_text().lower()
 
 
-def _matching(query: str) -> list[tuple[str, str | None]]:
-    """(alias, variation) of every package entry whose merged tags include all of ``query``."""
-    wanted = set(query.split(","))
-    hits = []
-    for meta_path in sorted(PACKAGES.glob("*/meta.json")):
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        for variation in [None, *meta.get("variations", {})]:
-            if wanted <= set(_merged(meta, variation)["tags"]):
-                hits.append((meta["alias"], variation))
-    return hits
+def _matching(ctx, query: str) -> list[tuple[str, str | None]]:
+    """(alias, variation) of every built-in package the installer matches for ``query``."""
+    return [(candidate.name, candidate.variation) for candidate in find_candidates(ctx, tags=query)]
 
 
 @pytest.mark.parametrize(
@@ -245,8 +228,8 @@ def _matching(query: str) -> list[tuple[str, str | None]]:
         ("dataset,imagenet,2012,val,sample,image-classification", ("imagenet-2012-val-sample", None)),
     ],
 )
-def test_ck_tag_queries_select_one_entry(query: str, expected: tuple[str, str | None]) -> None:
-    assert _matching(query) == [expected]
+def test_ck_tag_queries_select_one_entry(ctx, query: str, expected: tuple[str, str | None]) -> None:
+    assert _matching(ctx, query) == [expected]
 
 
 def test_mlperf_onnx_carries_ck_tags_and_env() -> None:

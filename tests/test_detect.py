@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ckx.api import access
-from ckx.software.detect import detect, detect_soft, find_softs, load_hooks
+from ckx.software.resolve import detect, detect_soft
+from ckx.software.softs import find_softs, load_hooks
 from ckx.software.envs import find_envs
 from ckx.core.errors import MetaError, NotFound, UsageError
 
@@ -430,6 +431,21 @@ def test_bad_soft_meta_names_the_file(ctx, soft_repo):
     assert any("broken.soft" in w for w in ctx.reporter.warnings)
 
 
+@pytest.mark.parametrize(("detect_section", "field"), [
+    ({"kind": "module"}, "detect"),  # a module soft needs its module
+    ({"kind": "executable", "names": []}, "detect.names"),
+    ({"kind": "executable", "names": "fakecc"}, "detect.names"),
+    ({"kind": "executable", "names": ["fakecc"], "version_regex": "(unclosed"}, "detect.version_regex"),
+    ({"kind": "marker", "files": ["a"], "search_dirs": [3]}, "detect.search_dirs.0"),
+    ({"kind": "module", "module": "m", "distribution_tags": {"m": "tag"}}, "detect.distribution_tags.m"),
+], ids=["module-without-module", "no-names", "names-not-a-list", "bad-regex", "dir-not-a-string", "dist-tags"])
+def test_the_soft_schema_is_the_one_validator(ctx, soft_repo, detect_section, field):
+    entry = soft_repo("schema.soft", {"tags": ["schemasoft"], "detect": detect_section})
+    with pytest.raises(MetaError) as info:
+        detect(ctx, "schema.soft")
+    assert f"{entry / 'meta.json'}: field '{field}'" in str(info.value)
+
+
 def test_unknown_template_placeholder_names_the_field(ctx, soft_repo, tmp_path):
     soft_repo("compiler.fakecc", {**EXE_SOFT, "env": {"X": "{no_such_value}"}})
     exe = fake_executable(tmp_path / "bin", "fakecc", "fakecc version 1.0")
@@ -573,7 +589,7 @@ def test_module_lookup_follows_import_precedence_and_newest_metadata(ctx, soft_r
 def test_in_process_description_equals_the_subprocess_probe(tmp_path, monkeypatch):
     import subprocess
 
-    from ckx.software.detect import _PROBE, _describe_running
+    from ckx.software.probing import _PROBE, _describe_running
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "missing")]))
     (tmp_path / "a").mkdir()

@@ -11,8 +11,6 @@ import pytest
 
 from ckx.api import access
 from ckx.software.envs import (
-    VersionRange,
-    compare_versions,
     delete_env,
     find_envs,
     load_env,
@@ -20,9 +18,8 @@ from ckx.software.envs import (
     record_env,
     record_env_ex,
     render_env_script,
-    version_split,
-    version_tags,
 )
+from ckx.software.versions import VersionRange, compare_versions, version_split, version_tags
 from ckx.core.errors import MetaError, NotFound, UsageError
 from ckx.software.platform import platform_tags
 
@@ -157,7 +154,7 @@ def test_a_module_record_without_an_interpreter_path_is_told_apart_by_its_python
 
 
 def test_numpy_through_a_system_site_packages_venv_and_the_system_python_is_two_envs(ctx, tmp_path):
-    from ckx.software.detect import detect_soft
+    from ckx.software.resolve import detect_soft
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],

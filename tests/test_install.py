@@ -6,6 +6,7 @@ import importlib.metadata
 import io
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -23,7 +24,9 @@ from ckx.store.context import Context
 from ckx.core.errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, MetaError, NotFound,
                         ResolutionError, UnsafeArchive)
 from ckx.core.home import Home
-from ckx.software.install import HOOK_PARAMETERS, find_candidates, install, install_package, load_hook
+from ckx.software.install import HOOK_PARAMETERS, load_hook
+from ckx.software.packages import find_candidates
+from ckx.software.resolve import install, install_package
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = bytes(range(256)) * 600  # 153,600 bytes
@@ -418,14 +421,15 @@ def test_hook_raising_a_ckx_error_keeps_its_exit_code(cli, repo, ckx_home):
 @pytest.mark.parametrize("hook, complaint", [
     (GOOD_HOOK + "\n\ndef helper():\n    pass\n", "helper"),
     (GOOD_HOOK.replace("import pathlib as _pathlib", "import pathlib"), "pathlib"),
-    ("def install(*, install_dir, package_dir, meta, variation, env, python, downloaded):\n    pass\n", "missing info"),
+    ("def install(*, instal_dir, info):\n    pass\n", "install() asks for 'instal_dir'"),
     ("def install(install_dir, package_dir, meta, variation, env, python, downloaded, info):\n    pass\n",
-     "not keyword-only"),
+     "keyword-only"),
     ("def install(*, install_dir, package_dir, meta, variation, env, python, downloaded, info, extra):\n    pass\n",
-     "unknown extra"),
+     "asks for 'extra'"),
+    ("def instal(*, install_dir):\n    pass\n", "unknown public function 'instal' (did you mean 'install'?)"),
     ("install = 3\n", "no function"),
     ("import nonexistent_module_for_ckx_tests\n", "fails to load"),
-], ids=["extra-function", "public-import", "missing-parameter", "positional", "unknown-parameter",
+], ids=["extra-function", "public-import", "typo-parameter", "positional", "unknown-parameter", "typo-function",
         "not-a-function", "import-error"])
 def test_invalid_hooks_are_refused_naming_the_file(ctx, repo, ckx_home, hook, complaint):
     entry = repo.add("badhook", source={"kind": "hook"}, hook=hook)
@@ -438,8 +442,40 @@ def test_invalid_hooks_are_refused_naming_the_file(ctx, repo, ckx_home, hook, co
     assert_nothing_installed(ckx_home)
 
 
-def test_hook_contract_parameters_match_the_documented_signature():
-    assert HOOK_PARAMETERS == ("install_dir", "package_dir", "meta", "variation", "env", "python", "downloaded", "info")
+def _documented_hook_parameters() -> list[str]:
+    """The parameters of ``def install(*, ...)`` in docs/software.md's section on the install hook."""
+    text = (ROOT / "docs" / "software.md").read_text(encoding="utf-8")
+    section = text[text.index("### The install hook"):]
+    signature = section[section.index("def install(*,") + len("def install(*,"):section.index(") ->")]
+    return [part.split(":")[0].strip() for part in re.split(r",(?![^\[]*\])", signature) if part.strip()]
+
+
+def test_hook_contract_parameters_match_the_documented_signature(ctx, repo):
+    documented = _documented_hook_parameters()
+    assert set(documented) == set(HOOK_PARAMETERS)
+    # A hook declaring every documented parameter is accepted and receives each of them, with its documented type.
+    hook = textwrap.dedent(f'''\
+        import json as _json
+
+
+        def install(*, {", ".join(documented)}):
+            got = {{name: type(value).__name__ for name, value in locals().items()}}
+            (install_dir / "got.json").write_text(_json.dumps(got))
+    ''')
+    repo.add("allparams", source={"kind": "hook"}, hook=hook)
+    got = json.loads((Path(install(ctx, alias="allparams").env.install_dir) / "got.json").read_text())
+    assert sorted(got) == sorted(documented)
+    assert got["install_dir"] == got["package_dir"] == "PosixPath" and got["meta"] == got["env"] == "dict"
+    assert got["variation"] == got["downloaded"] == "NoneType" and got["python"] == "str" and got["info"] == "method"
+
+
+def test_a_hook_declares_only_the_parameters_it_uses(ctx, repo):
+    hook = "def install(*, install_dir):\n    (install_dir / 'only.txt').write_text('x')\n"
+    repo.add("fewparams", source={"kind": "hook"}, hook=hook)
+    assert (Path(install(ctx, alias="fewparams").env.install_dir) / "only.txt").read_text() == "x"
+    every = "def install(**offered):\n    (offered['install_dir'] / 'n.txt').write_text(str(len(offered)))\n"
+    repo.add("kwparams", source={"kind": "hook"}, hook=every)
+    assert (Path(install(ctx, alias="kwparams").env.install_dir) / "n.txt").read_text() == str(len(HOOK_PARAMETERS))
 
 
 def test_hook_returning_a_bad_value_is_an_error(ctx, repo, ckx_home):

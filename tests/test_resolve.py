@@ -13,7 +13,7 @@ import pytest
 from ckx.api import access
 from ckx.software.envs import find_envs, record_env
 from ckx.core.errors import MetaError, ResolutionError, UsageError
-from ckx.software.resolve import dep_order, matching_packages, resolve_deps
+from ckx.software.resolve import dep_order, install, matching_packages, resolve_deps
 
 
 def _env(ctx, version, *, tags="lib,thing", full_path=None, soft="lib.thing", env=None, **kwargs):
@@ -270,3 +270,16 @@ def test_dependency_cycle_names_the_entries(ctx, repo):
     assert "cycle" in message and "cycle-a" in message and "cycle-b" in message
     assert not list(ctx.home.tools.glob("cycle-*")) if ctx.home.tools.exists() else True
     assert find_envs(ctx, tags="cycle-a") == [] and find_envs(ctx, tags="cycle-b") == []
+
+
+def test_a_package_whose_tags_come_from_its_base_resolves_and_installs(ctx, repo):
+    add_entry(ctx, repo, "packages", "hookbase", {
+        "tags": ["hookbase"], "version": "1.0", "source": {"kind": "hook"}, "env_prefix": "CK_ENV_HOOKTHING",
+        "variations": {"made": {"tags": ["basemade"]}}}, {"install.py": HOOK})
+    add_entry(ctx, repo, "packages", "hookchild", {"base": "hookbase", "tags": ["hookchild"]}, {"install.py": HOOK})
+    # The tag basemade is only in the base entry's variation: the resolver and the installer both see it.
+    assert matching_packages(ctx, ["hookchild", "basemade"]) == ["hookchild"]
+    [dep] = resolve_deps(ctx, {"thing": {"tags": "hookchild,basemade"}})
+    assert dep.origin == "installed" and dep.package == "hookchild" and "basemade" in dep.tags
+    again = install(ctx, tags="hookchild,basemade")
+    assert again.status == "already-installed" and again.env.uid == dep.env_uid

@@ -249,7 +249,7 @@ def test_rm_also_removes_packages_installed_for_the_venv_interpreter(ctx, ckx_ho
 def test_a_system_package_seen_through_the_venv_goes_with_it_and_the_systems_record_stays(ctx):
     import sys
 
-    from ckx.software.detect import detect_soft
+    from ckx.software.resolve import detect_soft
 
     venv = create_venv(ctx, "seen", system_site_packages=True)
     through_venv = detect_soft(ctx, "lib.python.numpy", python=str(venv.python))[0]

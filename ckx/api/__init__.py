@@ -53,11 +53,11 @@ ACTIONS: tuple[Action, ...] = (
     Action("pull", "repo", "ckx.sharing.pull:action_pull", "clone or update a repo with git", "ckx pull repo:ALIAS [--url=URL] [--branch=NAME]", long=True),
     Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]", long=True),
     # software
-    Action("detect", "soft", "ckx.software.detect:action_detect_soft", "detect installed software and record envs",
+    Action("detect", "soft", "ckx.software.actions:action_detect_soft", "detect installed software and record envs",
            "ckx detect soft[:ALIAS] [--tags=...] [--full_path=P] [--search_dir=D] [--search_depth=N] [--force_version=V]"
            " [--extra_tags=...] [--python=PATH]"),
     Action("detect", "platform", "ckx.software.platform:action_detect_platform", "describe this machine and record it", "ckx detect platform [--refresh]"),
-    Action("install", "package", "ckx.software.install:action_install", "install a package and record its env",
+    Action("install", "package", "ckx.software.actions:action_install", "install a package and record its env",
            "ckx install package[:ALIAS] --tags=... [--variation=V] [--version=V] [--local_path=FILE] [--force] [--quiet]",
            long=True),
     Action("show", "env", "ckx.software.envs:action_show", "show recorded envs", "ckx show env [--tags=...]", read_only=True),

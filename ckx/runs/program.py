@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from ckx.core.errors import CkxError, DownloadError, MetaError, ProgramFailed, U
 from ckx.core.inputs import as_bool
 from ckx.store.index import EntryRecord, Query
 from ckx.core.jsonio import read_json, write_json_atomic
+from ckx.software.environment import apply_layer, env_text, render
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +29,6 @@ RESULT_SCHEMA_VERSION = 1
 DEFAULT_TIMEOUT_S = 24 * 3600.0
 DEFAULT_RESULT_FILE = "result.json"
 TAIL_LINES = 15
-# Variables holding os.pathsep-separated lists: layers join them (newest first) instead of replacing them.
-PATH_LIST_VARS = frozenset({
-    "PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "DYLD_LIBRARY_PATH", "PKG_CONFIG_PATH",
-    "MANPATH", "CMAKE_PREFIX_PATH",
-})
-# {name} and {env:VAR} placeholders, $VAR and ${VAR} references, and the escapes {{ }} $$.
-_TOKEN = re.compile(
-    r"\{\{|\}\}|\$\$"
-    r"|\{(?P<name>[a-z_]+)(?::(?P<var>[A-Za-z_][A-Za-z0-9_]*))?\}"
-    r"|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}"
-    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
-)
-PLACEHOLDERS = ("python", "entry_path", "base_path", "run_dir", "cache_dir")
 
 
 @dataclass(frozen=True)
@@ -168,7 +155,7 @@ def env_matches(condition: Mapping[str, Any], env: Mapping[str, str]) -> bool:
             ok = value == ""
         else:
             accepted = wanted if isinstance(wanted, list) else [wanted]
-            ok = value in [_stringify(a) for a in accepted]
+            ok = value in [env_text(a) for a in accepted]
         if not ok:
             return False
     return True
@@ -229,36 +216,7 @@ def select_deps(
 
 
 # -- environment ---------------------------------------------------------------------------------
-def _stringify(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else ""
-    return str(value)
-
-
-def _path_items(var: str, value: str) -> list[str]:
-    refs = {f"${var}", f"${{{var}}}"}
-    return [item for item in value.split(os.pathsep) if item and item not in refs]
-
-
-def apply_layer(env: dict[str, str], layer: Mapping[str, Any]) -> None:
-    """Apply one layer of variables to ``env`` in place.
-
-    Ordinary variables replace; path lists (PYTHONPATH, PATH, ...) get the layer's items in front of
-    what is there, without duplicates; a None value removes the variable.
-    """
-    for var, raw in layer.items():
-        if raw is None:
-            env.pop(var, None)
-            continue
-        value = _stringify(raw)
-        if var in PATH_LIST_VARS and env.get(var):
-            items = _path_items(var, value)
-            rest = [item for item in _path_items(var, env[var]) if item not in items]
-            env[var] = os.pathsep.join(items + rest)
-        elif var in PATH_LIST_VARS:
-            env[var] = os.pathsep.join(_path_items(var, value))
-        else:
-            env[var] = value
+# Layers merge by the one rule of ckx.software.environment (apply_layer), as install and virtual env do.
 
 
 def assemble_env(
@@ -291,37 +249,11 @@ def substitute(text: str, template: Template) -> tuple[str, bool]:
 
     ``{python}``, ``{entry_path}``, ``{base_path}``, ``{run_dir}``, ``{cache_dir}`` are placeholders;
     ``{env:VAR}``, ``$VAR`` and ``${VAR}`` read the environment; ``{{``, ``}}`` and ``$$`` are literal.
-    MetaError for an unknown placeholder or one this program has no value for.
+    MetaError (from the one placeholder engine, ckx.software.environment.render) for an unknown
+    placeholder or one this program has no value for.
     """
-    complete = True
-
-    def replace(match: re.Match) -> str:
-        nonlocal complete
-        token = match.group(0)
-        if token in ("{{", "}}", "$$"):
-            return token[0]
-        name, var = match.group("name"), match.group("var")
-        if name is not None:
-            if name == "env":
-                if var is None:
-                    raise MetaError(f"{template.source}: '{{env}}' needs a variable, as in '{{env:VAR}}'")
-            else:
-                if var is not None or name not in template.values:
-                    raise MetaError(f"{template.source}: unknown placeholder {token!r} in {text!r}",
-                                    hint="placeholders: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-                                    + ", {env:VAR}, $VAR")
-                value = template.values[name]
-                if value is None:
-                    raise MetaError(f"{template.source}: {token} has no value here (the program has no base entry)")
-                return value
-        else:
-            var = match.group("braced") or match.group("bare")
-        value = template.env.get(var, "")
-        if value == "":
-            complete = False
-        return value
-
-    return _TOKEN.sub(replace, text), complete
+    return render(text, template.values, where=template.source, env=template.env,
+                  unavailable={"base_path": "the program has no base entry"})
 
 
 def expand_argv(items: Sequence[Any], template: Template) -> list[str]:
@@ -539,7 +471,7 @@ def run_program(
     printed by the action. Raises UsageError (bad key or names), NotFound/Ambiguous (program),
     ResolutionError / DownloadError (deps), MetaError (template), ProgramFailed (non-zero exit, timeout).
     """
-    user_env = {str(k): _stringify(v) for k, v in (env or {}).items()}
+    user_env = {str(k): env_text(v) for k, v in (env or {}).items()}
     add_tags = {str(k): ",".join(normalise_tags(v)) for k, v in (dep_add_tags or {}).items()}
     forced = {str(k): str(v) for k, v in (deps or {}).items()}
     for name in print_files:
@@ -698,7 +630,7 @@ def _str_map(value: Any, what: str) -> dict[str, str]:
     for key, item in value.items():
         if isinstance(item, dict):
             raise UsageError(f"--{what}.{key} takes a value, not nested keys")
-        out[str(key)] = "1" if item is True else _stringify(item)
+        out[str(key)] = "1" if item is True else env_text(item)
     return out
 
 

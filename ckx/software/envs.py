@@ -1,19 +1,28 @@
 """Env records: one detected or installed thing, its variables and env.sh; show, rm and virtual env."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import shlex
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ckx.store.context import Context
 from ckx.core.errors import MetaError, NotFound, ProgramFailed, UsageError
 from ckx.store.index import EntryRecord, Query, split_tags
+from ckx.software.environment import PATH_VARIABLES, env_text, merge_env, path_items
+from ckx.core.cid import Cid, new_uid
+from ckx.core.jsonio import write_json_atomic, write_text_atomic
+from ckx.software.platform import platform_tags
+from ckx.store.entry import normalise_tags
+from ckx.store.generic import confirm_deletion, delete_tree, find_entries, write_new_entry
+from ckx.store.repo import now_iso
+from ckx.software.versions import VersionRange, compare_versions, is_automatic_tag, version_split, version_tags, version_text
 
 log = logging.getLogger(__name__)
 
@@ -22,139 +31,6 @@ LOCAL = "local"
 ENV_SCHEMA_VERSION = 1
 ENV_SCRIPT = "env.sh"
 VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Variables that hold search paths: an env prepends its value instead of replacing the variable.
-PATH_VARIABLES = frozenset({
-    "PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "C_INCLUDE_PATH",
-    "CPLUS_INCLUDE_PATH", "PKG_CONFIG_PATH", "CMAKE_PREFIX_PATH", "MANPATH",
-})
-_AUTO_TAG_RE = re.compile(r"^(v\d[\w.+!-]*|host-os-.+|target-os-.+|\d+bits)$")
-
-
-# -- versions ------------------------------------------------------------------------------------
-def version_text(version: Any) -> str | None:
-    """A version as text: CK's int lists ``[2, 2, 0]`` become ``"2.2.0"``; None stays None."""
-    if version is None or version == "":
-        return None
-    if isinstance(version, (list, tuple)):
-        return ".".join(str(part) for part in version)
-    return str(version).strip() or None
-
-
-def version_split(version: str | None) -> list[int]:
-    """The leading numeric parts of a version: ``"3.11.7"`` -> [3, 11, 7], ``"2.13.0+cpu"`` -> [2, 13, 0]."""
-    if not version:
-        return []
-    parts = []
-    for piece in re.split(r"[.]", version):
-        match = re.match(r"\d+", piece)
-        if not match:
-            break
-        parts.append(int(match.group()))
-        if match.end() != len(piece):
-            break
-    return parts
-
-
-def version_tags(version: str | None) -> list[str]:
-    """CK's version tags: ``"3.11.7"`` -> v3, v3.11, v3.11.7 (plus the full text when it has more)."""
-    split = version_split(version)
-    tags = [f"v{'.'.join(str(p) for p in split[:n])}" for n in range(1, len(split) + 1)]
-    if version and f"v{version}" not in tags and re.fullmatch(r"[\w.+!-]+", version):
-        tags.append(f"v{version}")
-    return tags
-
-
-def is_automatic_tag(tag: str) -> bool:
-    """True for the tags every env gets by itself (version and platform tags)."""
-    return bool(_AUTO_TAG_RE.match(tag))
-
-
-def compare_versions(a: str, b: str) -> int:
-    """-1, 0 or 1 as ``a`` is older, equal or newer than ``b`` (PEP 440 where both parse, else numeric parts)."""
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        va, vb = Version(a), Version(b)
-    except InvalidVersion:
-        ka, kb = version_split(a), version_split(b)
-        return (ka > kb) - (ka < kb)
-    return (va > vb) - (va < vb)
-
-
-@dataclass(frozen=True)
-class VersionRange:
-    """``version_from`` and ``version_to`` (inclusive, CK's lists or strings) and a PEP 440 specifier."""
-
-    low: str | None = None
-    high: str | None = None
-    specifier: str | None = None
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], *, where: str = "dependency") -> VersionRange:
-        """Read ``version_from``/``version_to``/``version`` from a dependency; UsageError for a bad specifier.
-
-        A ``version_from`` that starts with an operator (``">=1.24"``) is read as a specifier too.
-        """
-        low = spec.get("version_from")
-        high = spec.get("version_to")
-        specifiers = []
-        if isinstance(low, str) and low.strip()[:1] in "<>=!~":
-            specifiers.append(low.strip())
-            low = None
-        if isinstance(high, str) and high.strip()[:1] in "<>=!~":
-            specifiers.append(high.strip())
-            high = None
-        if spec.get("version") and str(spec["version"]).strip()[:1] in "<>=!~":
-            specifiers.append(str(spec["version"]).strip())
-        elif spec.get("version"):
-            specifiers.append("==" + str(spec["version"]).strip())
-        text = ",".join(specifiers) or None
-        if text:
-            from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
-            try:
-                SpecifierSet(text)
-            except InvalidSpecifier:
-                raise UsageError(f"{where}: invalid version specifier {text!r}",
-                                 hint="use PEP 440 forms such as '>=1.24', '<3', '==2.13.*'") from None
-        return cls(version_text(low), version_text(high), text)
-
-    def __bool__(self) -> bool:
-        return bool(self.low or self.high or self.specifier)
-
-    def is_empty(self) -> bool:
-        """True when ``version_from`` is above ``version_to``: nothing can satisfy it."""
-        return bool(self.low and self.high and compare_versions(self.low, self.high) > 0)
-
-    def contains(self, version: str | None) -> bool:
-        """Whether ``version`` is inside the range (an unknown version is not, unless the range is open)."""
-        if not self:
-            return True
-        if not version:
-            return False
-        if self.low and compare_versions(version, self.low) < 0:
-            return False
-        if self.high and compare_versions(version, self.high) > 0:
-            return False
-        if self.specifier:
-            from packaging.specifiers import SpecifierSet
-            from packaging.version import InvalidVersion, Version
-
-            try:
-                return Version(version) in SpecifierSet(self.specifier, prereleases=True)
-            except InvalidVersion:
-                return False
-        return True
-
-    def __str__(self) -> str:
-        parts = []
-        if self.low:
-            parts.append(f">={self.low}")
-        if self.high:
-            parts.append(f"<={self.high}")
-        if self.specifier:
-            parts.append(self.specifier)
-        return ",".join(parts) or "any"
 
 
 # -- the record ----------------------------------------------------------------------------------
@@ -224,6 +100,34 @@ class EnvRecord:
                 "env": dict(self.env), "path": str(self.path), "deps": self.deps}
 
 
+@dataclass(frozen=True)
+class ResolvedDep:
+    """One dependency, resolved to an env. ``origin``: forced, env (recorded before), detected or installed."""
+
+    name: str
+    env_uid: str
+    soft: str | None
+    version: str | None
+    tags: tuple[str, ...]
+    env: dict[str, str]
+    full_path: str | None
+    install_dir: str | None
+    package: str | None
+    origin: str = "env"
+    python: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_env(cls, name: str, record: EnvRecord, origin: str) -> ResolvedDep:
+        return cls(name=name, env_uid=record.uid, soft=record.soft, version=record.version, tags=record.tags,
+                   env=dict(record.env), full_path=record.full_path, install_dir=record.install_dir,
+                   package=record.package, origin=origin, python=record.meta.get("python"))
+
+    def to_choice(self) -> dict:
+        """The form recorded in a run's choices: env_uid, soft, version, tags, package."""
+        return {"env_uid": self.env_uid, "soft": self.soft, "version": self.version, "tags": list(self.tags),
+                "package": self.package}
+
+
 def _record_of(entry: EntryRecord) -> EnvRecord | None:
     meta = entry.meta
     if not isinstance(meta, dict) or "env" not in meta or "soft" not in meta:
@@ -242,8 +146,6 @@ def _env_records(ctx: Context, query: Query) -> list[EnvRecord]:
 
 def sort_newest_first(records: Iterable[EnvRecord]) -> list[EnvRecord]:
     """Newest version first; among equal versions the most recently created or updated first."""
-    import functools
-
     def order(a: EnvRecord, b: EnvRecord) -> int:
         if a.version and b.version:
             cmp = compare_versions(a.version, b.version)
@@ -295,11 +197,9 @@ def _check_env_vars(env: Mapping[str, Any], where: str) -> dict[str, str]:
     for key, value in env.items():
         if not VAR_NAME_RE.match(str(key)):
             raise MetaError(f"{where}: invalid environment variable name {key!r}")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "1" if value else "0"
-        result[str(key)] = str(value)
+        text = env_text(value)
+        if text is not None:
+            result[str(key)] = text
     return result
 
 
@@ -322,11 +222,14 @@ def render_env_script(record_meta: Mapping[str, Any]) -> str:
     for key in sorted(env):
         if key == guard:
             continue
-        value = shlex.quote(str(env[key]))
         if key in PATH_VARIABLES:
+            items = path_items(key, str(env[key]))
+            if not items:
+                continue
+            value = shlex.quote(os.pathsep.join(items))
             body.append(f'export {key}={value}"${{{key}:+:${{{key}}}}}"')
         else:
-            body.append(f"export {key}={value}")
+            body.append(f"export {key}={shlex.quote(str(env[key]))}")
     if guard:
         body.append(f"export {guard}=1")
         lines = header + [f'if [ "${{{guard}:-}}" != "1" ]; then'] + ["  " + line for line in body] + ["fi"]
@@ -417,14 +320,8 @@ def record_env_ex(
     extra_meta: Mapping[str, Any] | None = None,
 ) -> tuple[EnvRecord, bool]:
     """``record_env`` that also says whether the env is new (True) or was already recorded (False)."""
+    # reason: filelock loads only when a record is written under a lock (light start-up)
     from filelock import FileLock
-
-    from ckx.core.cid import new_uid
-    from ckx.store.entry import normalise_tags
-    from ckx.store.generic import write_new_entry
-    from ckx.core.jsonio import write_json_atomic, write_text_atomic
-    from ckx.software.platform import platform_tags
-    from ckx.store.repo import now_iso
 
     version = version_text(version)
     full_path = str(full_path) if full_path else None
@@ -471,8 +368,6 @@ def record_env_ex(
 
 def delete_env(ctx: Context, uid: str) -> EnvRecord:
     """Delete the env record ``uid`` (never its install_dir); returns what was deleted. NotFound if absent."""
-    from ckx.store.generic import delete_tree
-
     record = load_env(ctx, uid)
     repo_name = _repo_of(ctx, record)
     if not ctx.registry.get(repo_name).writable:
@@ -492,28 +387,9 @@ def _repo_of(ctx: Context, record: EnvRecord) -> str:
     return LOCAL
 
 
-# -- combining envs ------------------------------------------------------------------------------
-def merge_env(base: Mapping[str, str], layers: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """``base`` with each layer's variables applied in order; search-path variables are prepended to."""
-    result = dict(base)
-    for layer in layers:
-        for key, value in layer.items():
-            value = str(value)
-            if key in PATH_VARIABLES and result.get(key):
-                parts = [p for p in value.split(os.pathsep) if p]
-                kept = [p for p in result[key].split(os.pathsep) if p and p not in parts]
-                result[key] = os.pathsep.join(parts + kept)
-            else:
-                result[key] = value
-    return result
-
-
 # -- actions -------------------------------------------------------------------------------------
 def _selected(ctx: Context, inp: dict) -> list[EnvRecord]:
     """The envs an action names: ``env:UID`` CIDs (wildcards allowed) and/or ``--tags``."""
-    from ckx.core.cid import Cid
-    from ckx.store.generic import find_entries
-
     cids = [c for c in (inp.get("cids") or []) if c]
     names = []
     for text in cids:
@@ -558,8 +434,6 @@ def action_show(ctx: Context, inp: dict) -> dict:
 
 def action_rm(ctx: Context, inp: dict) -> dict:
     """``ckx rm env:UID | env --tags=... [--force] [--all]``; ``--all`` also deletes install dirs under $CKX_TOOLS."""
-    from ckx.store.generic import confirm_deletion, delete_tree
-
     if not inp.get("entry") and not inp.get("tags"):
         raise UsageError("'rm env' needs an env uid or --tags", hint="usage: ckx rm env:UID | ckx rm env --tags=a,b [--force]")
     records = _selected(ctx, inp)
@@ -666,22 +540,17 @@ __all__ = [
     "ENV_SCRIPT",
     "PATH_VARIABLES",
     "EnvRecord",
-    "VersionRange",
     "action_rm",
     "action_show",
     "action_virtual",
-    "compare_versions",
     "delete_env",
     "find_envs",
-    "is_automatic_tag",
     "load_env",
     "merge_env",
+    "ResolvedDep",
     "record_env",
     "record_env_ex",
     "render_env_script",
     "sort_newest_first",
-    "version_split",
-    "version_tags",
-    "version_text",
     "virtual_environment",
 ]

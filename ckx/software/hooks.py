@@ -1,13 +1,27 @@
-"""Helpers for code that entries carry (install.py, customize.py): load it, and run its helper scripts."""
+"""Code that entries carry (install.py, customize.py): load it, check its hooks, call them, run helper scripts.
+
+The one hook contract: a hook is a function with keyword-only parameters, each one of the arguments ckx
+offers that hook (or ``**kwargs`` for all of them); it is called with the arguments it declares. A hook
+file is checked when it is loaded, so a typo in a hook's or a parameter's name is an error naming the
+file and the function, before anything runs.
+"""
 from __future__ import annotations
 
+import __future__
+import difflib
+import inspect
+import logging
 import subprocess
 import sys
 import types
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
-from ckx.core.errors import CkxError, IntegrityError, NotFound
+from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound
+
+log = logging.getLogger(__name__)
+Hook = Callable[..., Any]
 
 def load_source_module(path: Path, name: str) -> types.ModuleType:
     """Execute a Python file as a module named ``name`` without writing bytecode next to it.
@@ -25,6 +39,72 @@ def load_source_module(path: Path, name: str) -> types.ModuleType:
     finally:
         sys.modules.pop(name, None)
     return module
+
+
+def _suggestion(name: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_hook(path: Path, name: str, function: Hook, offered: Collection[str]) -> None:
+    """MetaError naming ``path`` and ``name`` unless each parameter is keyword-only and one of ``offered``.
+
+    ``**kwargs`` is allowed (it receives every offered argument); positional parameters are not.
+    """
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            continue
+        if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise MetaError(f"{path}: hook {name}() must take keyword-only arguments (def {name}(*, ...)); "
+                            f"{parameter.name!r} is not")
+        if parameter.name not in offered:
+            raise MetaError(f"{path}: hook {name}() asks for {parameter.name!r}, which ckx does not offer"
+                            f"{_suggestion(parameter.name, offered)}; it offers {', '.join(sorted(offered))}",
+                            hint="declare only the arguments the hook uses, each by the name ckx offers")
+
+
+def call_hook(function: Hook, offered: Mapping[str, Any]) -> Any:
+    """Call a checked hook with the offered arguments it declares (all of them for ``**kwargs``)."""
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return function(**offered)
+    return function(**{name: value for name, value in offered.items() if name in parameters})
+
+
+def load_hooks(path: Path, offered: Mapping[str, Collection[str]], *, file_label: str,
+               private_names: bool = False) -> dict[str, Hook]:
+    """Load a hook file and return its hooks by name, each checked against ``offered[name]``.
+
+    Every public function defined in the file must be a hook; with ``private_names`` every other public
+    name (an import, a constant) must be private too. Raises MetaError naming the file when it cannot be
+    loaded or breaks the contract (``file_label``, e.g. "a customize.py", names the kind of file).
+    """
+    path = Path(path)
+    module_name = f"_ckx_hooks_{abs(hash(str(path))):x}"
+    try:
+        module = load_source_module(path, module_name)
+    except CkxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of foreign code becomes a MetaError naming it
+        log.debug("loading %s failed", path, exc_info=True)
+        raise MetaError(f"{path}: the file fails to load: {type(exc).__name__}: {exc}") from None
+    hooks: dict[str, Hook] = {}
+    for attr, value in vars(module).items():
+        if attr.startswith("_") or isinstance(value, __future__._Feature):
+            continue
+        defined_here = inspect.isfunction(value) and value.__module__ == module_name
+        if attr in offered:
+            if defined_here:  # anything else by a hook's name is reported by the caller as a missing hook
+                check_hook(path, attr, value, offered[attr])
+                hooks[attr] = value
+        elif defined_here or private_names:
+            kind = "function" if defined_here else "name"
+            raise MetaError(
+                f"{path}: unknown public {kind} {attr!r}{_suggestion(attr, offered)}; {file_label} may define only "
+                + ", ".join(sorted(offered)),
+                hint="make helpers and imports private with a leading underscore (import os as _os)",
+            )
+    return hooks
 
 
 # Exit statuses the helper scripts of the built-in packages use.

@@ -1,7 +1,7 @@
-"""Installing packages: choose one, resolve its deps, fill a staging directory, move it into tools, record the env.
+"""Installing packages: fill a staging directory, move it into tools, record the env.
 
-How an installation goes (``install``)
-    1. The package is chosen from its tags (a variation's tags count too); an ambiguous choice takes
+How an installation goes (``ckx.software.resolve.install`` runs the steps; this module does 2, 3, 5 and 6)
+    1. The package is chosen from its tags (ckx.software.packages; a variation's tags count too); an ambiguous choice takes
        the default variation, or the package marked ``"default": true``, and says so; otherwise the
        user is asked on a terminal, and Ambiguous (exit 3) lists the candidates everywhere else.
     2. A per-package file lock in ``$CKX_HOME/locks`` serialises installations of one package, so two
@@ -10,7 +10,8 @@ How an installation goes (``install``)
        still there): nothing to do, and that is said. A pip package whose module the target
        interpreter already imports (its soft entry detects it, at a version the requirement accepts)
        is recorded as found rather than installed again. ``force`` installs anyway.
-    4. The package's own deps are resolved (ckx.software.resolve); the hook and pip run with their env vars.
+    4. The package's own deps are resolved (by ckx.software.resolve, before ``install_resolved``); the
+       hook and pip run with their env vars.
     5. Everything is written into ``tools/.staging-<package uid>-<random>``: the verified download
        (unpacked safely when asked), or ``pip install --target``, then the ``install.py`` hook.
     6. The staging directory is renamed (``os.replace``) to
@@ -19,14 +20,13 @@ How an installation goes (``install``)
        directory, so no env and no half-installed directory remain; only a download's ``.part`` file
        stays in the cache, for a network failure that a later run can resume.
 
-Install hooks (``install.py`` in the package entry) are loaded and validated before anything runs:
-exactly one public function, ``install``, with exactly the keyword-only parameters of
-``HOOK_PARAMETERS``; helpers and imports must be private (a leading underscore).
+Install hooks (``install.py`` in the package entry) are loaded and checked before anything runs:
+exactly one public name, ``install``, whose keyword-only parameters are those of ``HOOK_PARAMETERS``
+it wants (the hook contract of ckx.software.hooks); helpers and imports must be private.
 """
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import re
@@ -35,29 +35,29 @@ import shlex
 import shutil
 import subprocess
 import sys
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ckx.core.cid import Cid
 from ckx.store.context import Context
-from ckx.store.entry import deep_merge, normalise_tags, validate_meta
-from ckx.core.errors import (Ambiguous, ChecksumMismatch, CkxError, DownloadError, IntegrityError, MetaError, NotFound,
-                     ResolutionError, UsageError)
-from ckx.store.generic import find_entries, merged_meta
-from ckx.software.hooks import load_source_module
-from ckx.core.inputs import as_bool
-from ckx.store.index import EntryRecord, Query, split_tags
+from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, IntegrityError, MetaError, NotFound, UsageError
+from ckx.software.hooks import call_hook, load_hooks
+from ckx.software.environment import env_text, merge_env, render_text
+from ckx.store.index import Query
+from ckx.software.packages import Candidate, same_version
+from ckx.software.detect import detect_soft
+from ckx.software.envs import EnvRecord, ResolvedDep, delete_env, find_envs, record_env
+from ckx.transfer.checksum import Checker
+from ckx.transfer.fetch import (cached_download_path, download_hint, fetch, filename_from_url, load_url_map, local_copy,
+                                url_key)
+from ckx.transfer.unpack import unpack
 
-if TYPE_CHECKING:
-    from ckx.software.envs import EnvRecord
-    from ckx.software.resolve import ResolvedDep
 
 log = logging.getLogger(__name__)
 
 HOOK_FILE = "install.py"
 HOOK_FUNCTION = "install"
+# The arguments offered to the install hook; it declares the ones it uses.
 HOOK_PARAMETERS: tuple[str, ...] = (
     "install_dir", "package_dir", "meta", "variation", "env", "python", "downloaded", "info",
 )
@@ -66,220 +66,24 @@ PIP_TIMEOUT_S = 3600.0
 IMPORT_CHECK_TIMEOUT_S = 300.0
 LOCK_TIMEOUT_S = 6 * 3600.0
 STAGING_PREFIX = ".staging-"
-SOURCE_KINDS = ("download", "pip", "hook")
 
-# Packages being installed further up this call chain: a repeat is a dependency cycle, which would
-# otherwise wait forever on its own package lock.
-_INSTALLING: ContextVar[tuple[str, ...]] = ContextVar("ckx_installing_packages", default=())
-
-
-# --------------------------------------------------------------------------- choosing a package
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One installable choice: a package entry with one of its variations (or none) applied."""
-
-    record: EntryRecord
-    variation: str | None
-    meta: dict
-    tags: tuple[str, ...]
-    is_default_variation: bool = False
-
-    @property
-    def name(self) -> str:
-        """The package's alias (its uid when it has none): what env records call the package."""
-        return self.record.alias or self.record.uid or self.record.path.name
-
-    @property
-    def version(self) -> str | None:
-        value = self.meta.get("version")
-        return None if value is None else str(value)
-
-    @property
-    def label(self) -> str:
-        """``repo:package:alias`` plus the variation, for messages."""
-        return self.record.cid + (f" (variation {self.variation})" if self.variation else "")
-
-
-def apply_variation(base: dict, variation: str | None) -> dict:
-    """The package meta with one variation deep-merged over it; the variation's tags are appended.
-
-    Raises NotFound when the package has no such variation.
-    """
-    meta = {key: value for key, value in base.items() if key != "variations"}
-    if variation is None:
-        return meta
-    variations = base.get("variations") or {}
-    if variation not in variations:
-        known = ", ".join(sorted(variations)) or "none"
-        name = base.get("alias") or base.get("uid")
-        raise NotFound(f"package {name} has no variation {variation!r} (it has: {known})")
-    spec = dict(variations[variation])
-    extra_tags = normalise_tags(spec.pop("tags", None))
-    spec.pop("default", None)
-    merged = deep_merge(meta, spec)
-    merged["tags"] = normalise_tags(list(normalise_tags(meta.get("tags"))) + extra_tags)
-    return merged
-
-
-def find_candidates(
-    ctx: Context,
-    *,
-    tags: str | Sequence[str] | None = None,
-    alias: str | None = None,
-    repo: str | None = None,
-    variation: str | None = None,
-    version: str | None = None,
-) -> list[Candidate]:
-    """Every (package, variation) whose tags include ``tags`` (``-tag`` excludes), in registry order.
-
-    ``alias`` (an alias, uid or wildcard) and ``repo`` narrow the packages; ``variation`` keeps only
-    that variation; ``version`` keeps packages of that version (pip packages without a fixed
-    version accept any: the version becomes their pin). Broken package metas are skipped with a warning.
-    """
-    include, exclude = split_tags(tags)
-    records = find_entries(ctx, Cid(module="package", entry=alias, repo=repo))
-    found: list[Candidate] = []
-    for record in records:
-        try:
-            base = merged_meta(ctx, record)
-        except CkxError as exc:
-            ctx.warn(f"skipping package {record.cid}: {exc}")
-            continue
-        variations = base.get("variations") or {}
-        names: list[str | None]
-        if variation is not None:
-            names = [variation] if variation in variations else []
-        else:
-            names = list(variations) or [None]
-        for name in names:
-            meta = apply_variation(base, name)
-            candidate_tags = tuple(normalise_tags(meta.get("tags")))
-            if not set(include) <= set(candidate_tags) or set(exclude) & set(candidate_tags):
-                continue
-            spec = (variations.get(name) or {}) if name else {}
-            default = name is not None and (base.get("default_variation") == name or bool(spec.get("default")))
-            candidate = Candidate(record, name, meta, candidate_tags, default)
-            if version is not None and not _version_accepts(candidate, version):
-                continue
-            found.append(candidate)
-    return found
-
-
-def _version_accepts(candidate: Candidate, version: str) -> bool:
-    if candidate.version is None:
-        return (candidate.meta.get("source") or {}).get("kind") == "pip"
-    return _same_version(candidate.version, version)
-
-
-def _same_version(a: str, b: str) -> bool:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
-
-
-def choose_candidate(ctx: Context, candidates: Sequence[Candidate], *, asked: str) -> Candidate:
-    """One candidate: the only one, the default one (said with ctx.info), the user's pick, or Ambiguous.
-
-    ``asked`` describes the request for messages (e.g. ``tags lib,python-package``).
-    """
-    if not candidates:
-        raise NotFound(f"no package matches {asked}", hint="'ckx search package --tags=...' lists packages by tags")
-    if len(candidates) == 1:
-        return candidates[0]
-    pool = list(candidates)
-    packages = list(dict.fromkeys(c.record.path for c in pool))
-    if len(packages) > 1:
-        marked = [path for path in packages if any(c.record.path == path and c.meta.get("default") for c in pool)]
-        if len(marked) == 1:
-            pool = [c for c in pool if c.record.path == marked[0]]
-    if len({c.record.path for c in pool}) == 1:
-        if len(pool) == 1:
-            ctx.info(f"{asked} matches several packages; using {pool[0].label}, marked as the default")
-            return pool[0]
-        defaults = [c for c in pool if c.is_default_variation]
-        if len(defaults) == 1:
-            ctx.info(f"{asked} matches {len(pool)} variations of {pool[0].record.cid}; "
-                     f"using the default variation {defaults[0].variation}")
-            return defaults[0]
-    labels = [f"{c.label} [{','.join(c.tags)}]" for c in candidates]
-    if ctx.interactive:
-        picked = ctx.reporter.choose(f"{asked} matches several packages; which one?", labels, None)
-        if picked is not None and 0 <= picked < len(candidates):
-            return candidates[picked]
-    count = len({c.record.path for c in candidates})
-    raise Ambiguous(
-        f"{asked} matches {count} package{'s' if count > 1 else ''}"
-        + (f" ({len(candidates)} variations)" if len(candidates) > count else ""),
-        labels,
-        hint="add tags or --variation=NAME to choose one, or name it: ckx install package:ALIAS",
-    )
 
 
 # --------------------------------------------------------------------------- install hooks
 
 
 def load_hook(path: Path) -> Callable[..., Any]:
-    """Load an ``install.py`` and return its ``install`` function, validated against the contract.
+    """Load an ``install.py`` and return its ``install`` function, checked against the hook contract.
 
     Raises MetaError naming the file when it cannot be imported, when it defines any other public
-    name, or when ``install`` is missing or its parameters are not exactly ``HOOK_PARAMETERS``
-    (keyword-only, no defaults needed).
+    name, when ``install`` is missing, or when ``install`` takes a parameter that is not keyword-only or
+    not one of ``HOOK_PARAMETERS`` (it declares those it wants; see ckx.software.hooks).
     """
     path = Path(path)
-    module_name = f"_ckx_install_hook_{secrets.token_hex(6)}"
-    try:
-        module = load_source_module(path, module_name)
-    except CkxError:
-        raise
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        log.debug("loading %s failed", path, exc_info=True)
-        raise MetaError(f"{path}: the install hook fails to load: {type(exc).__name__}: {exc}") from exc
-    public = sorted(name for name, value in vars(module).items()
-                    if not name.startswith("_") and name != HOOK_FUNCTION and not _is_future_feature(value))
-    if public:
-        raise MetaError(
-            f"{path}: an install hook defines one public function, '{HOOK_FUNCTION}'; "
-            f"also found: {', '.join(public)}",
-            hint="make helpers and imports private with a leading underscore (import os as _os)",
-        )
-    function = getattr(module, HOOK_FUNCTION, None)
-    if not inspect.isfunction(function):
+    found = load_hooks(path, {HOOK_FUNCTION: HOOK_PARAMETERS}, file_label="an install.py", private_names=True)
+    if HOOK_FUNCTION not in found:
         raise MetaError(f"{path}: no function '{HOOK_FUNCTION}' (the hook's one public name)")
-    _check_hook_signature(path, function)
-    return function
-
-
-def _is_future_feature(value: object) -> bool:
-    import __future__
-
-    return isinstance(value, __future__._Feature)
-
-
-def _check_hook_signature(path: Path, function: Callable[..., Any]) -> None:
-    parameters = inspect.signature(function).parameters
-    names = tuple(parameters)
-    wrong_kind = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
-    missing = [n for n in HOOK_PARAMETERS if n not in parameters]
-    unknown = [n for n in names if n not in HOOK_PARAMETERS]
-    problems = []
-    if missing:
-        problems.append("missing " + ", ".join(missing))
-    if unknown:
-        problems.append("unknown " + ", ".join(unknown))
-    if wrong_kind:
-        problems.append("not keyword-only: " + ", ".join(wrong_kind))
-    if problems:
-        raise MetaError(
-            f"{path}: {HOOK_FUNCTION}() does not have the hook signature ({'; '.join(problems)})",
-            hint="def install(*, " + ", ".join(HOOK_PARAMETERS) + ") -> dict[str, str] | None",
-        )
+    return found[HOOK_FUNCTION]
 
 
 def run_hook(
@@ -292,9 +96,10 @@ def run_hook(
     the hook (the traceback goes to the debug log). A return value that is not a mapping of
     variable names to strings, numbers or booleans is a MetaError.
     """
+    offered = {"install_dir": install_dir, "package_dir": package_dir, "meta": meta, "variation": variation,
+               "env": env, "python": python, "downloaded": downloaded, "info": info}
     try:
-        result = function(install_dir=install_dir, package_dir=package_dir, meta=meta, variation=variation,
-                          env=env, python=python, downloaded=downloaded, info=info)
+        result = call_hook(function, offered)
     except CkxError:
         raise
     except Exception as exc:
@@ -311,7 +116,7 @@ def run_hook(
             raise MetaError(f"{path}: {HOOK_FUNCTION}() returned an invalid env var name {key!r}")
         if not isinstance(value, (str, int, float, bool)):
             raise MetaError(f"{path}: {HOOK_FUNCTION}() returned {type(value).__name__} for {key}, not a string")
-        extra[key] = _env_text(value)
+        extra[key] = str(env_text(value))
     return extra
 
 
@@ -322,91 +127,56 @@ def run_hook(
 class InstallResult:
     """What ``install`` did: ``status`` is "installed", "already-installed" or "already-available"."""
 
-    env: "EnvRecord"
+    env: EnvRecord
     status: str
     candidate: Candidate
 
 
-def install_package(
-    ctx: Context,
-    *,
-    tags: str | Sequence[str] | None = None,
-    alias: str | None = None,
-    variation: str | None = None,
-    version: str | None = None,
-    local_path: str | os.PathLike[str] | None = None,
-    offline: bool = False,
-    force: bool = False,
-    repo: str | None = None,
-) -> "EnvRecord":
-    """Install the package that ``alias`` and/or ``tags`` name and return its env record.
+def previous_installations(ctx: Context, candidate: Candidate, *, version: str | None = None) -> list[EnvRecord]:
+    """The envs of this package (and version) already installed, newest index state first.
 
-    A no-op that says so (with ctx.info) when it is installed already, or, for a pip package,
-    already importable by the target interpreter; ``force`` installs it regardless. See ``install``.
+    Called with the package lock held: another process may have recorded one while we waited.
     """
-    return install(ctx, tags=tags, alias=alias, variation=variation, version=version, local_path=local_path,
-                   offline=offline, force=force, repo=repo).env
+    ctx.index.refresh(["env"], force=True)
+    return installed_envs(ctx, candidate, version=version)
 
 
-def install(
+def already_installed(ctx: Context, candidate: Candidate, env: EnvRecord) -> InstallResult:
+    """The result for a package found installed (said with ctx.info)."""
+    ctx.info(f"{candidate.label} {env.version or ''} is already installed in {env.install_dir} "
+             f"(env {env.uid}); nothing to do (--force installs it again)".replace("  ", " "))
+    return InstallResult(env, "already-installed", candidate)
+
+
+def install_resolved(
     ctx: Context,
+    candidate: Candidate,
     *,
-    tags: str | Sequence[str] | None = None,
-    alias: str | None = None,
-    variation: str | None = None,
+    resolved: Sequence[ResolvedDep],
+    previous: Sequence[EnvRecord] = (),
     version: str | None = None,
     local_path: str | os.PathLike[str] | None = None,
     offline: bool = False,
     force: bool = False,
-    repo: str | None = None,
 ) -> InstallResult:
-    """Choose, install and record one package (the steps are in the module doc).
+    """Install ``candidate`` whose deps are already ``resolved`` and record its env (steps 3 to 6 above).
 
-    ``local_path`` is a file already on disk used instead of downloading (its checksum is still
-    verified); for pip packages a wheel or sdist file, or a directory of them (``--no-index
-    --find-links DIR``). ``offline`` never touches the network for downloads.
+    ``previous`` installations are replaced after a forced reinstall. ``local_path`` is a file already
+    on disk used instead of downloading (its checksum is still verified); for pip packages a wheel or
+    sdist file, or a directory of them (``--no-index --find-links DIR``). ``offline`` never touches the
+    network for downloads. Call it with ``package_lock`` held.
 
-    Raises UsageError (neither tags nor alias), NotFound, Ambiguous (exit 3), ResolutionError (4),
-    ChecksumMismatch / UnsafeArchive (5), DownloadError (1, with the ways forward in its hint),
+    Raises ChecksumMismatch / UnsafeArchive (5), DownloadError (1, with the ways forward in its hint),
     MetaError for a broken package, CkxError for a failed pip or hook.
     """
-    if not tags and not alias:
-        raise UsageError("which package? give its alias or --tags",
-                         hint="ckx install package:ALIAS | ckx install package --tags=a,b")
-    asked = " ".join(filter(None, [f"package:{alias}" if alias else "", f"tags {_tag_text(tags)}" if tags else ""]))
-    if variation:
-        asked += f" variation {variation}"
-    candidate = choose_candidate(
-        ctx, find_candidates(ctx, tags=tags, alias=alias, repo=repo, variation=variation, version=version),
-        asked=asked,
-    )
-    source = candidate.meta.get("source")
-    if not isinstance(source, dict) or source.get("kind") not in SOURCE_KINDS:
-        raise MetaError(
-            f"{candidate.record.meta_path}: field 'source': package {candidate.label} says nothing ckx can install "
-            f"(source.kind must be one of {', '.join(SOURCE_KINDS)})"
-        )
-    validate_meta(candidate.meta, "package", candidate.record.meta_path)
-    chain = _INSTALLING.get()
-    if candidate.label in chain:
-        raise ResolutionError("dependency cycle: " + " -> ".join(chain + (candidate.label,)),
-                              hint="one of these packages must not depend (even indirectly) on itself")
-    token = _INSTALLING.set(chain + (candidate.label,))
-    try:
-        with _package_lock(ctx, candidate):
-            return _Installation(ctx, candidate, version=version, local_path=local_path,
-                                 offline=offline, force=force).run()
-    finally:
-        _INSTALLING.reset(token)
-
-
-def _tag_text(tags: str | Sequence[str] | None) -> str:
-    return tags if isinstance(tags, str) else ",".join(tags or ())
+    return _Installation(ctx, candidate, version=version, local_path=local_path, offline=offline,
+                         force=force).run(list(resolved), list(previous))
 
 
 @contextlib.contextmanager
-def _package_lock(ctx: Context, candidate: Candidate) -> Iterator[None]:
+def package_lock(ctx: Context, candidate: Candidate) -> Iterator[None]:
     """Hold ``$CKX_HOME/locks/package-<uid>.lock``; say so when another installation holds it."""
+    # reason: filelock loads only when a package is installed (light start-up)
     import filelock
 
     ctx.home.ensure()
@@ -446,36 +216,19 @@ class _Installation:
         self.main_file: str | None = None  # a download kept as one file: the env's full_path
 
     # -- the steps ------------------------------------------------------------------------------
-    def run(self) -> InstallResult:
-        ctx, candidate = self.ctx, self.candidate
-        ctx.index.refresh(["env"], force=True)  # another process may have recorded it while we waited
-        previous = installed_envs(ctx, candidate, version=self.requested_version)
-        if previous and not self.force:
-            env = previous[0]
-            ctx.info(f"{candidate.label} {env.version or ''} is already installed in {env.install_dir} "
-                     f"(env {env.uid}); nothing to do (--force installs it again)".replace("  ", " "))
-            return InstallResult(env, "already-installed", candidate)
-        resolved = self._resolve_deps()
+    def run(self, resolved: list[ResolvedDep], previous: list[EnvRecord]) -> InstallResult:
         python, python_env = _python_of(resolved)
         if self.source["kind"] == "pip" and not self.force and self.local_path is None:
             available = self._already_available(python, python_env)
             if available is not None:
-                return InstallResult(available, "already-available", candidate)
+                return InstallResult(available, "already-available", self.candidate)
         self.python = python
         env = self._install(resolved, python)
         if previous:
             self._replace(previous)
-        return InstallResult(env, "installed", candidate)
+        return InstallResult(env, "installed", self.candidate)
 
-    def _resolve_deps(self) -> list["ResolvedDep"]:
-        deps = self.meta.get("deps") or {}
-        if not deps:
-            return []
-        from ckx.software.resolve import resolve_deps
-
-        return list(resolve_deps(self.ctx, deps, offline=self.offline))
-
-    def _install(self, resolved: list["ResolvedDep"], python: str) -> "EnvRecord":
+    def _install(self, resolved: list[ResolvedDep], python: str) -> EnvRecord:
         ctx, candidate = self.ctx, self.candidate
         tools = ctx.home.tools
         tools.mkdir(parents=True, exist_ok=True)
@@ -518,11 +271,6 @@ class _Installation:
 
     # -- download sources -----------------------------------------------------------------------
     def _download(self) -> Path:
-        from ckx.transfer.checksum import Checker
-        from ckx.transfer.fetch import (cached_download_path, download_hint, fetch, filename_from_url, load_url_map, local_copy,
-                            url_key)
-        from ckx.transfer.unpack import unpack
-
         ctx, source, label = self.ctx, self.source, self.candidate.label
         urls = [str(u) for u in source.get("urls") or []]
         if not urls and self.local_path is None:
@@ -588,6 +336,7 @@ class _Installation:
             raise MetaError(f"{self.candidate.record.meta_path}: field 'source.requirements': "
                             f"pip package {self.candidate.label} names no requirement")
         if self.requested_version and self.candidate.version is None:
+            # reason: packaging loads only where versions are compared (light start-up)
             from packaging.requirements import InvalidRequirement, Requirement
 
             try:
@@ -629,8 +378,6 @@ class _Installation:
         return version
 
     def _local_pip_targets(self, requirements: list[str], args: list[str]) -> list[str]:
-        from ckx.transfer.checksum import Checker
-
         path = self.local_path
         assert path is not None
         if path.is_dir():
@@ -647,7 +394,7 @@ class _Installation:
                 raise
         return [str(path.resolve())]
 
-    def _already_available(self, python: str, python_env: str | None) -> "EnvRecord | None":
+    def _already_available(self, python: str, python_env: str | None) -> EnvRecord | None:
         """The env of the soft that already finds this pip package in ``python`` (and accepts its version)."""
         soft = self.meta.get("soft")
         if not soft:
@@ -680,14 +427,13 @@ class _Installation:
             return final
         raise CkxError(f"cannot find a free directory name for {base} in {tools}")  # pragma: no cover
 
-    def _record(self, resolved: list["ResolvedDep"], version: str | None, extra: dict[str, str]) -> "EnvRecord":
-        from ckx.software.envs import record_env
-
+    def _record(self, resolved: list[ResolvedDep], version: str | None, extra: dict[str, str]) -> EnvRecord:
         assert self.final is not None
         install_dir = str(self.final)
-        env = {key: _env_text(value) for key, value in (self.meta.get("env") or {}).items()}
-        env.update(extra)
-        env = {key: value.replace("{install_dir}", install_dir) for key, value in env.items()}
+        env = self._render_env({"install_dir": install_dir})
+        hook = self.candidate.record.path / HOOK_FILE
+        env.update({key: render_text(value, {"install_dir": install_dir}, where=f"{hook}: {HOOK_FUNCTION}() value {key}")
+                    for key, value in extra.items()})
         full_path = str(self.final / self.main_file) if self.main_file else install_dir
         extra_meta = {"variation": self.candidate.variation, "package_uid": self.candidate.record.uid}
         if self.source["kind"] == "pip":
@@ -699,10 +445,17 @@ class _Installation:
             name=self.meta.get("name"), detected_by="package", extra_meta=extra_meta,
         )
 
-    def _replace(self, previous: list["EnvRecord"]) -> None:
-        """After a forced reinstall, drop the envs and directories of the installation it replaces."""
-        from ckx.software.envs import delete_env
+    def _render_env(self, values: Mapping[str, str]) -> dict[str, str]:
+        """The package's ``env`` templates rendered with ``values``; None values leave the variable out."""
+        env: dict[str, str] = {}
+        for key, template in (self.meta.get("env") or {}).items():
+            text = env_text(template)
+            if text is not None:
+                env[key] = render_text(text, values, where=f"{self.candidate.record.meta_path}: field 'env.{key}'")
+        return env
 
+    def _replace(self, previous: list[EnvRecord]) -> None:
+        """After a forced reinstall, drop the envs and directories of the installation it replaces."""
         for old in previous:
             try:
                 delete_env(self.ctx, old.uid)
@@ -730,15 +483,13 @@ class _Installation:
 # --------------------------------------------------------------------------- helpers
 
 
-def installed_envs(ctx: Context, candidate: Candidate, *, version: str | None = None) -> list["EnvRecord"]:
+def installed_envs(ctx: Context, candidate: Candidate, *, version: str | None = None) -> list[EnvRecord]:
     """Envs recorded for this package (with this variation's tags) whose directory is still there."""
-    from ckx.software.envs import find_envs
-
     found = []
     for env in find_envs(ctx, tags=",".join(candidate.tags)):
         if env.package not in (candidate.name, candidate.record.uid):
             continue
-        if version is not None and (env.version is None or not _same_version(env.version, version)):
+        if version is not None and (env.version is None or not same_version(env.version, version)):
             continue
         if env.install_dir and not Path(env.install_dir).is_dir():
             ctx.warn(f"env {env.uid} of {candidate.label} points to {env.install_dir}, which is gone; ignoring it")
@@ -747,13 +498,11 @@ def installed_envs(ctx: Context, candidate: Candidate, *, version: str | None = 
     return found
 
 
-def detect_available(ctx: Context, soft: str, *, python: str, python_env: str | None = None) -> "EnvRecord | None":
+def detect_available(ctx: Context, soft: str, *, python: str, python_env: str | None = None) -> EnvRecord | None:
     """Run the soft entry ``soft`` in ``python`` (or the compiler.python env ``python_env``).
 
     Returns the recorded env when the soft finds the thing, None when it does not (or cannot look).
     """
-    from ckx.software.detect import detect_soft
-
     try:
         envs = detect_soft(ctx, soft, python=None if python_env else python,
                            deps={"python": python_env} if python_env else None)
@@ -765,14 +514,12 @@ def detect_available(ctx: Context, soft: str, *, python: str, python_env: str | 
     return envs[0] if envs else None
 
 
-def dependency_environment(resolved: Sequence["ResolvedDep"], base: Mapping[str, str] | None = None) -> dict[str, str]:
+def dependency_environment(resolved: Sequence[ResolvedDep], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default os.environ) with each resolved dep's env vars applied in order (search paths prepended)."""
-    from ckx.software.envs import merge_env
-
     return merge_env(os.environ if base is None else base, [dep.env or {} for dep in resolved])
 
 
-def _python_of(resolved: Sequence["ResolvedDep"]) -> tuple[str, str | None]:
+def _python_of(resolved: Sequence[ResolvedDep]) -> tuple[str, str | None]:
     """The interpreter of the resolved compiler.python dep and its env uid; else the running one (no env)."""
     for dep in resolved:
         if dep.soft == "compiler.python" and dep.full_path:
@@ -781,6 +528,7 @@ def _python_of(resolved: Sequence["ResolvedDep"]) -> tuple[str, str | None]:
 
 
 def _version_satisfies(version: str | None, requirement: str) -> bool:
+    # reason: packaging loads only where versions are compared (light start-up)
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import InvalidVersion, Version
 
@@ -800,8 +548,10 @@ def _version_satisfies(version: str | None, requirement: str) -> bool:
 
 def _installed_version(target: Path, requirement: str) -> str | None:
     """The version pip put into ``target`` for the project of ``requirement`` (from its dist-info)."""
+    # reason: importlib.metadata loads only after a pip installation (light start-up)
     import importlib.metadata
 
+    # reason: packaging loads only where versions are compared (light start-up)
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
@@ -841,12 +591,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _env_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
 def _safe_part(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", str(text)).strip("._") or "x"
 
@@ -871,52 +615,3 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------- the action
-
-
-def action_install(ctx: Context, inp: dict) -> dict:
-    """``ckx install package[:ALIAS] --tags=... [--variation=V] [--version=V] [--local_path=FILE] [--force]``."""
-    alias = inp.get("entry")
-    tags = inp.get("tags")
-    if isinstance(tags, bool):
-        raise UsageError("--tags needs a value: --tags=a,b")
-    result = install(
-        ctx, tags=tags, alias=alias, repo=inp.get("repo"),
-        variation=_text_or_none(inp.get("variation"), "variation"),
-        version=_text_or_none(inp.get("version"), "version"),
-        local_path=_text_or_none(inp.get("local_path"), "local_path"),
-        offline=as_bool(inp.get("offline"), "offline"), force=as_bool(inp.get("force"), "force"),
-    )
-    env = result.env
-    text = {
-        "installed": f"installed {result.candidate.label}",
-        "already-installed": f"{result.candidate.label} was already installed",
-        "already-available": f"{result.candidate.label} is already available",
-    }[result.status]
-    lines = [text, f"  env:     {env.uid}", f"  version: {env.version or '-'}"]
-    if env.install_dir:
-        lines.append(f"  dir:     {env.install_dir}")
-    elif env.full_path:
-        lines.append(f"  path:    {env.full_path}")
-    return {
-        "return": 0,
-        "status": result.status,
-        "package": result.candidate.record.summary(),
-        "variation": result.candidate.variation,
-        "env_uid": env.uid,
-        "version": env.version,
-        "install_dir": env.install_dir,
-        "full_path": env.full_path,
-        "env": dict(env.env),
-        "text": "\n".join(lines),
-    }
-
-
-def _text_or_none(value: Any, key: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise UsageError(f"--{key} needs a value: --{key}=...")
-    return str(value)

@@ -14,6 +14,10 @@ from typing import Any
 
 from ckx.store.context import Context
 from ckx.core.jsonio import read_json, write_json_atomic
+from ckx.core.cid import new_uid
+from ckx.store.generic import write_new_entry
+from ckx.store.index import Query
+from ckx.store.repo import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +197,8 @@ def platform_id(features: dict[str, Any]) -> str:
 # -- the platform entry --------------------------------------------------------------------------
 def record_platform(ctx: Context, features: dict[str, Any]) -> dict[str, Any]:
     """Write (or update) the platform entry of these features in the local repo; returns the entry's meta."""
+    # reason: filelock loads only when a record is written under a lock (light start-up)
     from filelock import FileLock
-
-    from ckx.core.cid import new_uid
-    from ckx.store.generic import write_new_entry
-    from ckx.store.index import Query
-    from ckx.store.repo import now_iso
 
     ident = platform_id(features)
     repo = ctx.registry.get("local")

@@ -1,5 +1,9 @@
 """Dependency resolution: an existing env, else detection by a soft entry, else installing a package.
 
+This module orchestrates: detection (ckx.software.detect) and installation (ckx.software.install) take
+dependencies already resolved, and the entry points that need resolution (``detect`` for a module soft's
+interpreter, ``install`` for a package's deps) are here, with the one guard against dependency cycles.
+
 A dependency is a dict: ``{"tags": "lib,python-package,numpy", "version_from": [1, 24] | "1.24",
 "version_to": [...], "version": ">=1.24,<3", "names": [...], "sort": 10, "skip_if_env": ["VAR"],
 "enable_if_env": {"VAR": ["v1", ...]}, "offline_tags": "...", "no_tags": "a,b"}``.
@@ -11,47 +15,25 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
-from ckx.store.context import Context
-from ckx.software.envs import EnvRecord, VersionRange, find_envs, load_env, sort_newest_first
 from ckx.core.errors import CkxError, MetaError, NotFound, ResolutionError
-from ckx.store.index import Query, split_tags
+from ckx.software import detect as detection
+from ckx.software import install as installer
+from ckx.software.envs import EnvRecord, ResolvedDep, find_envs, load_env, sort_newest_first
+from ckx.software.versions import VersionRange
+from ckx.software.install import InstallResult
+from ckx.software.packages import choose_package, find_candidates
+from ckx.software.softs import SoftEntry, find_softs
+from ckx.store.context import Context
+from ckx.store.index import split_tags
 
 log = logging.getLogger(__name__)
 
 PYTHON_SOFT = "compiler.python"
-# The tag sets being installed further up this call chain: a repeat is a dependency cycle.
-_INSTALLING: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("ckx_installing", default=())
-
-
-@dataclass(frozen=True)
-class ResolvedDep:
-    """One dependency, resolved to an env. ``origin``: forced, env (recorded before), detected or installed."""
-
-    name: str
-    env_uid: str
-    soft: str | None
-    version: str | None
-    tags: tuple[str, ...]
-    env: dict[str, str]
-    full_path: str | None
-    install_dir: str | None
-    package: str | None
-    origin: str = "env"
-    python: str | None = field(default=None, compare=False)
-
-    @classmethod
-    def from_env(cls, name: str, record: EnvRecord, origin: str) -> ResolvedDep:
-        return cls(name=name, env_uid=record.uid, soft=record.soft, version=record.version, tags=record.tags,
-                   env=dict(record.env), full_path=record.full_path, install_dir=record.install_dir,
-                   package=record.package, origin=origin, python=record.meta.get("python"))
-
-    def to_choice(self) -> dict:
-        """The form recorded in a run's choices: env_uid, soft, version, tags, package."""
-        return {"env_uid": self.env_uid, "soft": self.soft, "version": self.version, "tags": list(self.tags),
-                "package": self.package}
+# The packages being installed further up this call chain: a repeat is a dependency cycle, which would
+# otherwise wait forever on its own package lock.
+_INSTALLING: ContextVar[tuple[str, ...]] = ContextVar("ckx_installing_packages", default=())
 
 
 def dep_order(deps: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -237,8 +219,6 @@ class _Resolver:
 
     def _detected(self, name: str, include: Sequence[str], exclude: Sequence[str],
                   bounds: VersionRange) -> EnvRecord | None:
-        from ckx.software.detect import detect, find_softs
-
         softs = [s for s in find_softs(self.ctx, list(include)) if not any(t in s.tags for t in exclude)]
         attempted = False
         for soft in softs:
@@ -263,21 +243,7 @@ class _Resolver:
             raise ResolutionError(f"{label}: no recorded env, no soft entry and no package provides it",
                                   hint=self._hint(include))
         key = ",".join(sorted(include) + [f"-{t}" for t in sorted(exclude)])
-        chain = _INSTALLING.get()
-        here = (key, f"{name} -> package:{packages[0]}")
-        if any(k == key for k, _ in chain):
-            steps = [text for _, text in chain] + [here[1]]
-            raise ResolutionError("dependency cycle: " + " => ".join(steps),
-                                  hint="one of these packages must not depend (even indirectly) on itself")
-        try:
-            from ckx.software.install import install_package
-        except ImportError:
-            raise ResolutionError(f"{label}: installing packages is not available in this ckx") from None
-        token = _INSTALLING.set(chain + (here,))
-        try:
-            record = install_package(self.ctx, tags=key, offline=self.offline)
-        finally:
-            _INSTALLING.reset(token)
+        record = install(self.ctx, tags=key, offline=self.offline).env
         if not bounds.contains(record.version):
             raise ResolutionError(
                 f"{label}: package {record.package} installed version {record.version or '(unknown)'}, "
@@ -301,17 +267,10 @@ class _Resolver:
 
 
 def matching_packages(ctx: Context, include: Sequence[str], exclude: Sequence[str] = ()) -> list[str]:
-    """Aliases (or uids) of packages whose tags, alone or with one variation's, hold every tag in ``include``."""
-    names = []
-    for record in ctx.index.query(Query(module="package")):
-        meta = record.meta
-        base = set(record.tags)
-        variations = meta.get("variations") if isinstance(meta.get("variations"), dict) else {}
-        options = [base] + [base | set(_tag_list((v or {}).get("tags"))) for v in variations.values()
-                            if isinstance(v, dict)]
-        if any(set(include) <= tags and not (set(exclude) & tags) for tags in options):
-            names.append(record.name)
-    return names
+    """Names of the packages that ``ckx install`` would choose among for these tags (its own matcher:
+    the merged meta, base entries included, alone or with one variation's tags)."""
+    tags = list(include) + [f"-{t}" for t in exclude]
+    return list(dict.fromkeys(candidate.name for candidate in find_candidates(ctx, tags=tags)))
 
 
 def resolve_deps(
@@ -346,4 +305,70 @@ def resolve_deps(
     return resolved
 
 
-__all__ = ["PYTHON_SOFT", "ResolvedDep", "dep_order", "matching_packages", "resolve_deps"]
+# -- detection and installation, with their dependencies resolved ------------------------------------
+def _find_python(ctx: Context, soft: SoftEntry, forced: Mapping[str, str]) -> EnvRecord:
+    """The interpreter a module soft looks in: its ``python`` dependency among recorded or detected envs."""
+    spec = soft.meta.get("deps") or detection.DEFAULT_PYTHON_DEP
+    python_specs = {k: v for k, v in spec.items() if k == "python"} or detection.DEFAULT_PYTHON_DEP
+    resolved = resolve_deps(ctx, python_specs, forced=dict(forced), installed_only=True)
+    return load_env(ctx, resolved[0].env_uid)
+
+
+def detect(ctx: Context, soft: str | None = None, **options: Any) -> detection.DetectReport:
+    """``ckx.software.detect.detect`` (same options), a module soft's interpreter resolved when none is given:
+    a recorded compiler.python env (tied to ``deps["python"]`` when forced), else one detected now."""
+    return detection.detect(ctx, soft, find_python=_find_python, **options)
+
+
+def detect_soft(ctx: Context, soft: str | None = None, **options: Any) -> list[EnvRecord]:
+    """Detect and record (see ``detect``); the envs found."""
+    return detect(ctx, soft, **options).envs
+
+
+def install(
+    ctx: Context,
+    *,
+    tags: str | Sequence[str] | None = None,
+    alias: str | None = None,
+    variation: str | None = None,
+    version: str | None = None,
+    local_path: str | os.PathLike[str] | None = None,
+    offline: bool = False,
+    force: bool = False,
+    repo: str | None = None,
+) -> InstallResult:
+    """Choose, install and record one package (the steps are in ckx.software.install's doc).
+
+    Under the package's lock: nothing to do when it is installed already (unless ``force``); else its
+    deps are resolved (``resolve_deps``, which may install packages in turn) and it is installed with them.
+    ``local_path`` and ``offline`` are those of ``installer.install_resolved``.
+
+    Raises UsageError (neither tags nor alias), NotFound, Ambiguous (exit 3), ResolutionError (4, also
+    for a dependency cycle), ChecksumMismatch / UnsafeArchive (5), DownloadError (1), MetaError for a
+    broken package, CkxError for a failed pip or hook.
+    """
+    candidate = choose_package(ctx, tags=tags, alias=alias, variation=variation, version=version, repo=repo)
+    chain = _INSTALLING.get()
+    if candidate.label in chain:
+        raise ResolutionError("dependency cycle: " + " -> ".join(chain + (candidate.label,)),
+                              hint="one of these packages must not depend (even indirectly) on itself")
+    token = _INSTALLING.set(chain + (candidate.label,))
+    try:
+        with installer.package_lock(ctx, candidate):
+            previous = installer.previous_installations(ctx, candidate, version=version)
+            if previous and not force:
+                return installer.already_installed(ctx, candidate, previous[0])
+            resolved = resolve_deps(ctx, candidate.meta.get("deps") or {}, offline=offline)
+            return installer.install_resolved(ctx, candidate, resolved=resolved, previous=previous, version=version,
+                                              local_path=local_path, offline=offline, force=force)
+    finally:
+        _INSTALLING.reset(token)
+
+
+def install_package(ctx: Context, **options: Any) -> EnvRecord:
+    """``install`` (same options), returning the env record only."""
+    return install(ctx, **options).env
+
+
+__all__ = ["PYTHON_SOFT", "ResolvedDep", "dep_order", "detect", "detect_soft", "install", "install_package",
+           "matching_packages", "resolve_deps"]

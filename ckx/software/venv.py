@@ -21,6 +21,7 @@ requirements with ``python -m pip`` of the venv; ``$CKX_PIP_ARGS`` adds pip argu
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import datetime as _dt
 import logging
 import os
@@ -38,6 +39,10 @@ from ckx.core.errors import CkxError, MetaError, NotFound, UsageError
 from ckx.core.inputs import as_bool
 from ckx.store.generic import AlreadyExists, confirm_deletion, delete_tree, find_entries, write_new_entry
 from ckx.store.index import EntryRecord
+from ckx.software.environment import merge_env
+from ckx.software.detect import detect_soft
+from ckx.software.envs import delete_env, find_envs
+from ckx.store.generic import merged_meta, resolve_entry
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +80,6 @@ def template_requirements(ctx: Context, template: str) -> list[str]:
     Raises UsageError for an unknown template, NotFound for a missing package entry, MetaError for a
     package that is not installed with pip.
     """
-    from ckx.store.generic import merged_meta, resolve_entry
-
     spec = TEMPLATES.get(template)
     if spec is None:
         raise UsageError(f"unknown venv template {template!r}", hint="templates: " + ", ".join(sorted(TEMPLATES)))
@@ -199,8 +202,6 @@ def create_venv(
 
 def _record_python(ctx: Context, name: str, interpreter: Path):
     """Detect the venv's interpreter as compiler.python with the extra tag venv-NAME; return its env."""
-    from ckx.software.detect import detect_soft
-
     envs = detect_soft(ctx, PYTHON_SOFT, full_path=str(interpreter), extra_tags=[f"venv-{name}"])
     if not envs:
         raise CkxError(f"the new venv's interpreter {interpreter} was not detected as {PYTHON_SOFT}")
@@ -210,8 +211,6 @@ def _record_python(ctx: Context, name: str, interpreter: Path):
 def _remove_envs(ctx: Context, uids: list[str]) -> None:
     if not uids:
         return
-    from ckx.software.envs import delete_env
-
     for uid in uids:
         with contextlib.suppress(NotFound):
             delete_env(ctx, uid)
@@ -242,6 +241,7 @@ def _run(argv: list[str], *, timeout: float, what: str, env: dict[str, str] | No
 
 @contextlib.contextmanager
 def _venv_lock(ctx: Context, name: str) -> Iterator[None]:
+    # reason: filelock loads only when a record is written under a lock (light start-up)
     import filelock
 
     ctx.home.ensure()
@@ -269,8 +269,6 @@ def _venv_from_entry(record: EntryRecord) -> Venv:
 def find_venvs(ctx: Context, pattern: str | None = None) -> list[Venv]:
     """Venvs whose name matches ``pattern`` (wildcards allowed; all when None): recorded ones, and
     directories in $CKX_HOME/venvs that have no entry (left by an interrupted removal)."""
-    import fnmatch
-
     found = {venv.name: venv for venv in map(_venv_from_entry, _entries(ctx, pattern))}
     root = ctx.home.venvs
     if root.is_dir():
@@ -300,8 +298,6 @@ def venv_envs(ctx: Context, venv: Venv) -> list:
     is a record of its own, tied to that interpreter (envs are deduplicated per interpreter), so it goes
     with the venv; the same package detected through the system's python is a different record and stays.
     """
-    from ckx.software.envs import find_envs
-
     root = venv.path.resolve()
     tools = ctx.home.tools.resolve()
     pythons = set(venv.env_uids) | {env.uid for env in find_envs(ctx, tags=f"venv-{venv.name}")}
@@ -348,12 +344,8 @@ def activation_snippet(venv: Venv) -> str:
 
 def activation_environment(venv: Venv, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment that ``activate`` would produce, for a spawned shell."""
-    env = dict(os.environ if base is None else base)
-    env.pop("PYTHONHOME", None)
-    env["VIRTUAL_ENV"] = str(venv.path)
-    env["PATH"] = os.pathsep.join(filter(None, [str(venv.path / "bin"), env.get("PATH")]))
-    env["CKX_VENV"] = venv.name
-    return env
+    layer = {"PYTHONHOME": None, "VIRTUAL_ENV": str(venv.path), "PATH": str(venv.path / "bin"), "CKX_VENV": venv.name}
+    return merge_env(os.environ if base is None else base, [layer])
 
 
 # --------------------------------------------------------------------------- actions

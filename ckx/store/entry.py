@@ -26,7 +26,8 @@ def _validator(kind: str):
     name = f"{kind}.json" if (SCHEMA_DIR / f"{kind}.json").is_file() else "common.json"
     schema = json.loads((SCHEMA_DIR / name).read_text())
     cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, registry=registry)
+    # Formats are checked too ("format": "regex" must compile).
+    return cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
 
 
 def validate_meta(meta: Any, kind: str, source: str | Path) -> None:

@@ -19,10 +19,8 @@ def install(
     install_dir: _pathlib.Path,
     package_dir: _pathlib.Path,
     meta: dict,
-    variation: str | None,
     env: dict[str, str],
     python: str,
-    downloaded: _pathlib.Path | None,
     info: _typing.Callable[[str], None],
 ) -> dict[str, str] | None:
     """Write val.txt, synset_words.txt and synsets.txt into ``install_dir`` and check them."""

@@ -20,12 +20,8 @@ _AUX_VAL_MAP = "CK_CAFFE_IMAGENET_VAL_TXT"
 def install(
     *,
     install_dir: _pathlib.Path,
-    package_dir: _pathlib.Path,
     meta: dict,
-    variation: str | None,
     env: dict[str, str],
-    python: str,
-    downloaded: _pathlib.Path | None,
     info: _typing.Callable[[str], None],
 ) -> dict[str, str] | None:
     """Find the image directory in the unpacked archive; require images 1..N, N from the meta's count.

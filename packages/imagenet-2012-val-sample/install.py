@@ -20,10 +20,8 @@ def install(
     install_dir: _pathlib.Path,
     package_dir: _pathlib.Path,
     meta: dict,
-    variation: str | None,
     env: dict[str, str],
     python: str,
-    downloaded: _pathlib.Path | None,
     info: _typing.Callable[[str], None],
 ) -> dict[str, str] | None:
     """Write ``images/`` and ``val_map.txt`` into ``install_dir``; raise a CkxError if a photo is missing."""

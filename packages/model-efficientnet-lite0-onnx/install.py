@@ -21,10 +21,8 @@ def install(
     install_dir: _pathlib.Path,
     package_dir: _pathlib.Path,
     meta: dict,
-    variation: str | None,
     env: dict[str, str],
     python: str,
-    downloaded: _pathlib.Path | None,
     info: _typing.Callable[[str], None],
 ) -> dict[str, str] | None:
     """Export the model into ``install_dir`` and verify it; raise a CkxError if anything is off."""

@@ -24,10 +24,8 @@ def install(
     install_dir: _pathlib.Path,
     package_dir: _pathlib.Path,
     meta: dict,
-    variation: str | None,
     env: dict[str, str],
     python: str,
-    downloaded: _pathlib.Path | None,
     info: _typing.Callable[[str], None],
 ) -> dict[str, str] | None:
     """Save the seeded state_dict into ``install_dir``; return the weights digest for the env record."""

@@ -13,7 +13,7 @@ def _count_images(directory: Path) -> int:
         return sum(1 for e in entries if e.name.startswith("ILSVRC2012_val_") and e.name.endswith(".JPEG"))
 
 
-def setup_env(*, dir: Path, env: dict) -> dict:
+def setup_env(*, dir: Path) -> dict:
     """CK_ENV_DATASET_IMAGENET_COUNT, and CK_CAFFE_IMAGENET_VAL_TXT when a val_map.txt is there."""
     extra = {"CK_ENV_DATASET_IMAGENET_COUNT": str(_count_images(dir))}
     for name in ("val_map.txt", "val.txt"):
