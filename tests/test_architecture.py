@@ -30,18 +30,24 @@ def test_every_action_target_is_a_function(action):
 
 
 # Modules whose function-local imports are being reworked with the layers they belong to.
-_LOCAL_IMPORTS_PENDING = ("ckx/software/", "ckx/runs/program.py", "ckx/store/index.py", "ckx/cli/main.py")
+_LOCAL_IMPORTS_PENDING = ("ckx/runs/program.py", "ckx/store/index.py", "ckx/cli/main.py")
 
 
 def _function_local_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, text) of each import statement inside a function or method of ``path``."""
+    """(line, text) of each import statement inside a function or method of ``path``.
+
+    The text is the statement's line with the comment block right above it, where its reason goes.
+    """
     lines = path.read_text(encoding="utf-8").splitlines()
     found = []
     for node in ast.walk(ast.parse("\n".join(lines))):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for inner in ast.walk(node):
                 if isinstance(inner, (ast.Import, ast.ImportFrom)):
-                    found.append((inner.lineno, lines[inner.lineno - 1].strip()))
+                    start = inner.lineno - 1
+                    while start > 0 and lines[start - 1].strip().startswith(("#", "from ", "import ")):
+                        start -= 1
+                    found.append((inner.lineno, " ".join(line.strip() for line in lines[start:inner.lineno])))
     return sorted(set(found))
 
 
