@@ -246,6 +246,27 @@ def test_show_env_table_and_json(cli, cli_json, ctx, tmp_path):
     assert proc.returncode == 0 and "no envs recorded" in proc.stdout
 
 
+def test_show_env_with_an_env_cid_shows_only_that_env(cli_json, ctx):
+    a = _record(ctx, version="1.0")
+    b = _record(ctx, version="2.0", soft="other", tags="lib,other", full_path="/opt/other")
+    for argv in (["show", "env", f"env:{a.uid}"], ["show", f"env:{a.uid}"]):
+        code, data = cli_json(*argv)
+        assert code == 0, data
+        assert [e["uid"] for e in data["envs"]] == [a.uid], argv
+    code, data = cli_json("show", "env", f"env:{a.uid}", f"env:{b.uid}")
+    assert code == 0 and sorted(e["uid"] for e in data["envs"]) == sorted([a.uid, b.uid])
+    code, data = cli_json("show", "env", "env:0123456789abcdef")
+    assert code == 3
+
+
+def test_rm_env_with_an_env_cid_after_the_module(cli, ctx):
+    a = _record(ctx, version="1.0")
+    b = _record(ctx, version="2.0", soft="other", tags="lib,other", full_path="/opt/other")
+    proc = cli("rm", "env", f"env:{a.uid}", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert not a.path.exists() and b.path.is_dir()
+
+
 # -- rm env ------------------------------------------------------------------------------------
 def test_rm_env_without_force_refuses_without_prompting(cli, ctx):
     record = _record(ctx)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from ckx.core.cid import Cid, has_wildcard
+from ckx.core.options import GLOBAL_OPTIONS, Option, describe, option_lines, parse
 from ckx.core.report import Reporter
 from ckx.store.context import Context
 from ckx.core.errors import CkxError, Interrupted, UsageError
@@ -17,6 +19,8 @@ class Action:
 
     ``target`` is "package.module:function", imported only when the action runs, so start-up stays light.
     ``long`` actions become jobs in the web service; ``read_only`` ones may be called with GET.
+    ``options`` are the inputs it takes besides its CIDs; the global ones (``--json``, ``--quiet``, ...)
+    come on top. The dispatcher types them (``parse``) before the handler runs.
     """
 
     name: str
@@ -26,66 +30,178 @@ class Action:
     usage: str
     long: bool = False
     read_only: bool = False
+    options: tuple[Option, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``benchmark program``, or ``search`` for a generic action."""
+        return f"{self.name} {self.module}" if self.module else self.name
 
     def handler(self) -> Callable[[Context, dict], dict]:
         module_name, function = self.target.split(":")
         return getattr(importlib.import_module(module_name), function)
 
+    def parse(self, inp: dict) -> dict:
+        """``inp`` with this action's options typed and defaulted; UsageError for unknown or ill-typed ones."""
+        return parse(self.options, inp, where=self.label)
+
+
+# -- options several actions share ----------------------------------------------------------------
+TAGS = Option("tags", "list", help="entries with all of these tags; -tag excludes")
+FORCE = Option("force", "bool", help="do not ask before deleting", aliases=("f",))
+TIMEOUT = Option("timeout", "seconds", help="stop the command after this many seconds")
+OFFLINE = Option("offline", "bool", help="never use the network (also CKX_OFFLINE=1)")
+PRINT_FILES = Option("print_files", "list", help="print these files of the run directory after the run")
+RUN_OPTIONS = (
+    Option("cmd_key", help="the program's command key to run"),
+    Option("env", "map", help="set a variable for the run; a bare --env.VAR sets it to 'yes'"),
+    Option("dep_add_tags", "map", help="narrow dependency NAME by these tags (--dep_add_tags.NAME=a,b)"),
+    Option("deps", "map", help="use this env uid for dependency NAME (--deps.NAME=UID)"),
+    OFFLINE, PRINT_FILES, TIMEOUT,
+)
+NEW_NAME = (Option("new_alias", help="the new alias (same as the second CID)"),
+            Option("new_repo", help="the repo to move or copy into"))
+PORT = Option("port", "int", help="the port to listen on (0: any free one)", minimum=0, maximum=65535)
 
 ACTIONS: tuple[Action, ...] = (
     # generic actions, on every module
-    Action("add", None, "ckx.store.generic:add", "create an entry", "ckx add MODULE[:ALIAS] [--tags=a,b] [@meta.json] [--repo=NAME]"),
-    Action("load", None, "ckx.store.generic:load", "print an entry's meta", "ckx load MODULE:ENTRY [--merged]", read_only=True),
-    Action("find", None, "ckx.store.generic:find", "print where entries are", "ckx find MODULE[:ENTRY] [--tags=...]", read_only=True),
+    Action("add", None, "ckx.store.generic:add", "create an entry", "ckx add MODULE[:ALIAS] [--tags=a,b] [@meta.json] [--repo=NAME]",
+           options=(Option("tags", "list", help="tags of the new entry"),
+                    Option("meta", "dict", help="the entry's meta (usually from @meta.json)"),
+                    Option("dict", "dict", help="CK's name for --meta"),
+                    Option("uid", help="the uid to give the entry (16 hex digits; default: a new one)"),
+                    Option("new_module", "bool", help="allow a module ckx does not know yet"))),
+    Action("load", None, "ckx.store.generic:load", "print an entry's meta", "ckx load MODULE:ENTRY [--merged]", read_only=True,
+           options=(Option("merged", "bool", help="merge the meta of the base entries under it"),)),
+    Action("find", None, "ckx.store.generic:find", "print where entries are", "ckx find MODULE[:ENTRY] [--tags=...]", read_only=True,
+           options=(TAGS,)),
     Action("search", None, "ckx.store.generic:search", "search entries by tags, strings or a sub-dict",
-           "ckx search [MODULE] [--tags=a,-b] [--search_string='*x*'] [--search_dict=JSON|@file]", read_only=True),
-    Action("list", None, "ckx.store.generic:list_entries", "list entries (wildcards allowed)", "ckx list [MODULE[:PATTERN]] [--tags=...]", read_only=True),
-    Action("rm", None, "ckx.store.generic:rm", "delete entries", "ckx rm MODULE:ENTRY|PATTERN [--tags=...] [--force]"),
-    Action("ren", None, "ckx.store.generic:ren", "rename an entry or move it to another repo", "ckx ren MODULE:OLD NEW | REPO:MODULE:NEW"),
-    Action("cp", None, "ckx.store.generic:cp", "copy an entry under a new uid", "ckx cp MODULE:SRC NEW | REPO:MODULE:NEW"),
-    Action("list_tags", None, "ckx.store.generic:list_tags", "list tags with counts", "ckx list_tags [MODULE] [--tags=...]", read_only=True),
-    Action("path", None, "ckx.store.generic:path", "print the directory of an entry, module or repo", "ckx path MODULE[:ENTRY] | repo:NAME", read_only=True),
-    Action("zip", None, "ckx.sharing.zip:action_zip", "archive entries or a whole repo", "ckx zip CID [--archive_name=F] [--auto_name] | ckx zip repo:NAME"),
+           "ckx search [MODULE] [--tags=a,-b] [--search_string='*x*'] [--search_dict=JSON|@file]", read_only=True,
+           options=(TAGS, Option("search_string", help="a wildcard pattern one of the meta's string values matches"),
+                    Option("search_dict", "dict", help="a sub-dict the meta must contain"))),
+    Action("list", None, "ckx.store.generic:list_entries", "list entries (wildcards allowed)", "ckx list [MODULE[:PATTERN]] [--tags=...]",
+           read_only=True, options=(TAGS,)),
+    Action("rm", None, "ckx.store.generic:rm", "delete entries", "ckx rm MODULE:ENTRY|PATTERN [--tags=...] [--force]",
+           options=(TAGS, FORCE)),
+    Action("ren", None, "ckx.store.generic:ren", "rename an entry or move it to another repo", "ckx ren MODULE:OLD NEW | REPO:MODULE:NEW",
+           options=NEW_NAME),
+    Action("cp", None, "ckx.store.generic:cp", "copy an entry under a new uid", "ckx cp MODULE:SRC NEW | REPO:MODULE:NEW",
+           options=NEW_NAME),
+    Action("list_tags", None, "ckx.store.generic:list_tags", "list tags with counts", "ckx list_tags [MODULE] [--tags=...]", read_only=True,
+           options=(TAGS,)),
+    Action("path", None, "ckx.store.generic:path", "print the directory of an entry, module or repo", "ckx path MODULE[:ENTRY] | repo:NAME",
+           read_only=True),
+    Action("zip", None, "ckx.sharing.zip:action_zip", "archive entries or a whole repo", "ckx zip CID [--archive_name=F] [--auto_name] | ckx zip repo:NAME",
+           options=(TAGS, Option("archive_name", "path", help="the archive to write (default ckr.zip)"),
+                    Option("auto_name", "bool", help="name the archive ckr-REPO-MODULE-TIME.zip"))),
     # repos
-    Action("add", "repo", "ckx.store.repo_actions:add_repo", "register a repo (created if missing)", "ckx add repo:NAME [--path=DIR] [--url=URL] [--quiet]"),
+    Action("add", "repo", "ckx.store.repo_actions:add_repo", "register a repo (created if missing)", "ckx add repo:NAME [--path=DIR] [--url=URL] [--quiet]",
+           options=(Option("path", "path", help="an existing repo directory, read in place (default: a new one in $CKX_HOME/repos)"),
+                    Option("url", help="where the repo comes from"))),
     Action("list", "repo", "ckx.store.repo_actions:list_repos", "list registered repos", "ckx list repo", read_only=True),
-    Action("rm", "repo", "ckx.store.repo_actions:rm_repo", "unregister a repo (--all also deletes its files)", "ckx rm repo:NAME [--all] [--force]"),
-    Action("pull", "repo", "ckx.sharing.pull:action_pull", "clone or update a repo with git", "ckx pull repo:ALIAS [--url=URL] [--branch=NAME]", long=True),
-    Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]", long=True),
+    Action("rm", "repo", "ckx.store.repo_actions:rm_repo", "unregister a repo (--all also deletes its files)", "ckx rm repo:NAME [--all] [--force]",
+           options=(Option("all", "bool", help="also delete the repo's files"), FORCE)),
+    Action("pull", "repo", "ckx.sharing.pull:action_pull", "clone or update a repo with git", "ckx pull repo:ALIAS [--url=URL] [--branch=NAME]", long=True,
+           options=(Option("url", help="the git URL (default: the catalog's URL for the alias)"),
+                    Option("branch", help="the branch to check out"),
+                    Option("no_deps", "bool", help="do not pull the repos it depends on"),
+                    Option("timeout", "seconds", help="seconds one git command may take (default 900)"))),
+    Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]",
+           long=True,
+           options=(Option("zip", help="the archive: a file or an http(s) URL", aliases=("archive",)),
+                    Option("overwrite", "bool", help="replace entries that are already there"))),
     # software
     Action("detect", "soft", "ckx.software.actions:action_detect_soft", "detect installed software and record envs",
            "ckx detect soft[:ALIAS] [--tags=...] [--full_path=P] [--search_dir=D] [--search_depth=N] [--force_version=V]"
-           " [--extra_tags=...] [--python=PATH]"),
-    Action("detect", "platform", "ckx.software.platform:action_detect_platform", "describe this machine and record it", "ckx detect platform [--refresh]"),
+           " [--extra_tags=...] [--python=PATH]",
+           options=(Option("tags", "list", help="detect the softs with all of these tags"),
+                    Option("full_path", "path", help="record this file instead of searching"),
+                    Option("search_dir", "list", help="directories to search (comma or : separated)", aliases=("search_dirs",),
+                           separators="," + os.pathsep),
+                    Option("search_depth", "int", help="how deep to search under each directory", minimum=0),
+                    Option("force_version", help="record this version instead of detecting it"),
+                    Option("extra_tags", "list", help="more tags for the recorded envs"),
+                    Option("python", "path", help="the interpreter whose modules are looked in"),
+                    Option("deps", "map", help="use this env uid for dependency NAME (--deps.NAME=UID)"))),
+    Action("detect", "platform", "ckx.software.platform:action_detect_platform", "describe this machine and record it", "ckx detect platform [--refresh]",
+           options=(Option("refresh", "bool", help="describe the machine afresh (always done)"),)),
     Action("install", "package", "ckx.software.actions:action_install", "install a package and record its env",
            "ckx install package[:ALIAS] --tags=... [--variation=V] [--version=V] [--local_path=FILE] [--force] [--quiet]",
-           long=True),
-    Action("show", "env", "ckx.software.envs:action_show", "show recorded envs", "ckx show env [--tags=...]", read_only=True),
-    Action("rm", "env", "ckx.software.envs:action_rm", "delete env records", "ckx rm env:UID | ckx rm env --tags=... [--force] [--all]"),
-    Action("virtual", "env", "ckx.software.envs:action_virtual", "run a command or shell with envs applied", "ckx virtual env --tags=... [--tag_groups=...] [--cmd='PROG ARGS' | --shell_cmd='sh text' | -- PROG ARGS]"),
+           long=True,
+           options=(Option("tags", "list", help="install a package with all of these tags"),
+                    Option("variation", help="the package variation (default: its default one)"),
+                    Option("version", help="the version to install"),
+                    Option("local_path", "path", help="install from this file on disk (checksum still checked)"),
+                    OFFLINE, Option("force", "bool", help="install again even if an env is recorded"))),
+    Action("show", "env", "ckx.software.envs:action_show", "show recorded envs", "ckx show env [env:UID ...] [--tags=...]", read_only=True,
+           options=(TAGS,)),
+    Action("rm", "env", "ckx.software.envs:action_rm", "delete env records", "ckx rm env:UID | ckx rm env --tags=... [--force] [--all]",
+           options=(TAGS, FORCE, Option("all", "bool", help="also delete their install directories under $CKX_TOOLS"))),
+    Action("virtual", "env", "ckx.software.envs:action_virtual", "run a command or shell with envs applied",
+           "ckx virtual env --tags=... [--tag_groups=...] [--cmd='PROG ARGS' | --shell_cmd='sh text' | -- PROG ARGS]",
+           options=(TAGS, Option("tag_groups", help="space-separated tag lists, one env each ('a,b c,d')"),
+                    Option("cmd", help="the command to run, split like a shell would (no shell)"),
+                    Option("shell_cmd", help="shell text to run with /bin/sh -c"), TIMEOUT)),
     Action("create", "venv", "ckx.software.venv:action_create", "create a Python virtual env with its own env records",
            "ckx create venv:NAME [--template=mlperf-inference] [--system_site_packages] [--with_pip|--without_pip]",
-           long=True),
-    Action("activate", "venv", "ckx.software.venv:action_activate", "print (or spawn) the activation of a venv", "ckx activate venv:NAME"),
-    Action("rm", "venv", "ckx.software.venv:action_rm", "delete venvs", "ckx rm venv:NAME | venv:* [--force]"),
+           long=True,
+           options=(Option("name", help="the venv's name (same as venv:NAME)"),
+                    Option("template", help="install a template's packages into it (mlperf-inference)"),
+                    Option("system_site_packages", "bool", help="let it see the base interpreter's packages",
+                           aliases=("system-site-packages",)),
+                    Option("with_pip", "bool", help="install pip into it", aliases=("with-pip",)),
+                    Option("without_pip", "bool", help="do not install pip into it", aliases=("without-pip",)),
+                    Option("python", "path", help="the interpreter to create it with"))),
+    Action("activate", "venv", "ckx.software.venv:action_activate", "print (or spawn) the activation of a venv", "ckx activate venv:NAME [--print]",
+           options=(Option("name", help="the venv's name (same as venv:NAME)"),
+                    Option("print", "bool", help="print the shell snippet instead of starting a shell"))),
+    Action("rm", "venv", "ckx.software.venv:action_rm", "delete venvs", "ckx rm venv:NAME | venv:* [--force]",
+           options=(Option("name", help="the venv's name (same as venv:NAME)"), FORCE)),
     Action("list", "venv", "ckx.software.venv:action_list", "list venvs", "ckx list venv", read_only=True),
     # programs and experiments
     Action("run", "program", "ckx.runs.program:action_run", "run a program's command key",
            "ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=tags] [--deps.DEP=ENV_UID] [--offline]"
-           " [--print_files=a,b] [--timeout=S] [-- EXTRA ARGS]", long=True),
+           " [--print_files=a,b] [--timeout=S] [-- EXTRA ARGS]", long=True,
+           options=RUN_OPTIONS),
     Action("benchmark", "program", "ckx.runs.benchmark:action_benchmark", "run a program N times and record the results",
            "ckx benchmark program:NAME --cmd_key=KEY [--repetitions=N] [--record] [--record_uoa=NAME] [--record_repo=REPO]"
            " [--tags=...] [--print_files=a,b] [--skip_print_timers] [--skip_print_stats] [--env.VAR=V] [--timeout=S]",
-           long=True),
-    Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points", "ckx show experiment:NAME", read_only=True),
-    Action("replay", "experiment", "ckx.runs.replay:action_replay", "re-run a recorded point", "ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]", long=True),
-    Action("export", "experiment", "ckx.runs.export:action_export", "export points as CSV or JSON", "ckx export experiment:NAME --format=csv|json [--out=FILE]", read_only=True),
+           long=True,
+           options=(*RUN_OPTIONS,
+                    Option("repetitions", "int", 1, help="how many times to run", minimum=1),
+                    Option("record", "bool", help="record the repetitions in an experiment"),
+                    Option("record_uoa", help="the experiment to record into (default: the program's name)"),
+                    Option("record_repo", help="the repo of that experiment (default: local)"),
+                    Option("tags", "list", help="tags of the recorded point"))),
+    Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points", "ckx show experiment:NAME",
+           read_only=True, options=(TAGS,)),
+    Action("replay", "experiment", "ckx.runs.replay:action_replay", "re-run a recorded point",
+           "ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]", long=True,
+           options=(Option("point", help="the point to replay (needed when there are several)"),
+                    Option("repetitions", "int", 1, help="how many times to run", minimum=1),
+                    Option("record", "bool", help="record the repetitions in the same point"),
+                    PRINT_FILES, TIMEOUT)),
+    Action("export", "experiment", "ckx.runs.export:action_export", "export points as CSV or JSON",
+           "ckx export experiment:NAME --format=csv|json [--out=FILE]", read_only=True,
+           options=(Option("format", "str", "csv", help="the output format", choices=("csv", "json")),
+                    Option("out", "path", help="write to this file instead of printing"), TAGS)),
     Action("dashboard", None, "ckx.runs.dashboard:action_dashboard", "an HTML page of experiments",
-           "ckx dashboard [experiment:NAME ...] [--tags=...] [--out=report.html] [--serve --port=N [--serve_for=S]]"),
-    Action("serve", None, "ckx.web.server:action_serve", "serve the actions as a JSON web API", "ckx serve [--host=127.0.0.1] [--port=N] [--token=T]"),
+           "ckx dashboard [experiment:NAME ...] [--tags=...] [--out=report.html] [--serve --port=N [--serve_for=S]]",
+           options=(TAGS, Option("out", "path", help="the page to write (default dashboard.html)"),
+                    Option("title", help="the page's title"),
+                    Option("serve", "bool", help="serve the page on 127.0.0.1 until Ctrl-C"), PORT,
+                    Option("serve_for", "int", help="stop serving after this many seconds", minimum=1))),
+    Action("serve", None, "ckx.web.server:action_serve", "serve the actions as a JSON web API", "ckx serve [--host=127.0.0.1] [--port=N] [--token=T]",
+           options=(Option("host", "str", "127.0.0.1", help="the address to listen on"),
+                    Option("port", "int", 3344, help="the port to listen on (0: any free one)", minimum=0, maximum=65535),
+                    Option("token", help="the bearer token clients must send (also CKX_SERVE_TOKEN)"),
+                    Option("max_body", "int", help="the largest request body in bytes", minimum=1),
+                    Option("refresh_interval", "float", 1.0, help="seconds between index freshness checks", minimum=0),
+                    Option("job_workers", "int", help="how many long actions run at once", minimum=1))),
     # about ckx itself
     Action("version", None, "ckx.api.about:version", "print the version", "ckx version", read_only=True),
-    Action("help", None, "ckx.api.about:help_action", "list actions or describe one", "ckx help [ACTION]", read_only=True),
+    Action("help", None, "ckx.api.about:help_action", "list actions or describe one", "ckx help [ACTION]", read_only=True,
+           options=(Option("topic", help="the action to describe (same as ckx help ACTION)"),)),
     Action("uid", None, "ckx.api.about:uid", "print a new uid", "ckx uid", read_only=True),
     Action("reindex", None, "ckx.api.about:reindex", "rebuild the search index", "ckx reindex"),
 )
@@ -146,11 +262,35 @@ def normalise(request: dict) -> dict:
     return inp
 
 
+def describe_actions(actions: Sequence[Action]) -> dict:
+    """The usage, summary and declared options of ``actions`` (one name, on one or several modules)."""
+    blocks = []
+    for action in actions:
+        lines = [action.usage, f"    {action.summary}"]
+        if action.options:
+            lines += ["  options:", *option_lines(action.options, indent="    ")]
+        blocks.append("\n".join(lines))
+    own = {o.name for a in actions for o in a.options}
+    globals_text = " ".join(o.flag for o in GLOBAL_OPTIONS if o.name not in own)
+    blocks.append(f"options every action takes: {globals_text}")
+    return {"return": 0, "action": actions[0].name, "usages": [a.usage for a in actions],
+            "actions": [{"name": a.name, "module": a.module, "usage": a.usage, "summary": a.summary,
+                         "options": describe(a.options)} for a in actions],
+            "global_options": describe(GLOBAL_OPTIONS), "text": "\n\n".join(blocks)}
+
+
+def wants_help(inp: dict) -> bool:
+    """``ckx ACTION MODULE --help`` (or ``-h``): describe the action instead of running it."""
+    return inp.get("action") != "help" and any(inp.get(key) is True for key in ("help", "h"))
+
+
 def run(ctx: Context, request: dict) -> dict:
-    """Dispatch one normalised request; raises CkxError subclasses."""
+    """Dispatch one request: normalise it, type its options once, run the handler; raises CkxError subclasses."""
     inp = normalise(request)
     action = lookup(inp["action"], inp.get("module"))
-    result = action.handler()(ctx, inp)
+    if wants_help(inp):
+        return describe_actions([action])
+    result = action.handler()(ctx, action.parse(inp))
     if not isinstance(result, dict):
         result = {"return": 0, "result": result}
     result.setdefault("return", 0)

@@ -5,7 +5,7 @@ import platform
 import sys
 
 from ckx import __version__
-from ckx.api import ACTION_ALIASES, ACTIONS
+from ckx.api import ACTION_ALIASES, ACTIONS, describe_actions
 from ckx.core.cid import new_uid
 from ckx.store.context import Context
 from ckx.core.errors import UsageError
@@ -18,7 +18,9 @@ def version(ctx: Context, inp: dict) -> dict:
 
 
 def help_action(ctx: Context, inp: dict) -> dict:
-    """All actions, or the usage of one: ``ckx help [ACTION]``."""
+    """All actions, or the usage and options of one: ``ckx help [ACTION [MODULE]]``."""
+    from ckx.api import ACTION_ALIASES, ACTIONS, describe_actions
+
     cids = inp.get("cids") or []
     topic = inp.get("topic") or (cids[0] if cids else None) or inp.get("module")
     if topic:
@@ -26,8 +28,10 @@ def help_action(ctx: Context, inp: dict) -> dict:
         matching = [a for a in ACTIONS if a.name == name]
         if not matching:
             raise UsageError(f"unknown action {topic!r}", hint="'ckx help' lists the actions")
-        lines = [f"{a.usage}\n    {a.summary}" for a in matching]
-        return {"return": 0, "action": name, "usages": [a.usage for a in matching], "text": "\n".join(lines)}
+        module = cids[1] if len(cids) > 1 and not inp.get("topic") else None
+        if module and any(a.module == module for a in matching):
+            matching = [a for a in matching if a.module == module]
+        return describe_actions(matching)
     lines = ["usage: ckx ACTION [CID ...] [--key=value] [--flag] [@input.json|@input.yaml] [-- extra args]", "",
              "CID = [repo:]module[:entry] (alias or uid, * and ? wildcards in list/search)", "",
              "options every action takes: --json (one JSON document out), --quiet (never prompt)", "", "actions:"]
@@ -35,7 +39,7 @@ def help_action(ctx: Context, inp: dict) -> dict:
         where = f" {action.module}" if action.module else ""
         lines.append(f"  {action.name + where:<22} {action.summary}")
     aliases = ", ".join(f"{k}={v}" for k, v in sorted(ACTION_ALIASES.items()))
-    lines += ["", f"aliases: {aliases}", "'ckx help ACTION' shows an action's usage."]
+    lines += ["", f"aliases: {aliases}", "'ckx help ACTION' shows an action's usage and options."]
     return {"return": 0, "actions": [{"name": a.name, "module": a.module, "usage": a.usage} for a in ACTIONS],
             "text": "\n".join(lines)}
 

@@ -19,7 +19,6 @@ from ckx.runs.experiment import (
     MODULE, Experiment, experiment_records, machine_label, read_experiment,
 )
 from ckx.core.home import Home
-from ckx.core.inputs import as_bool, as_int
 from ckx.core.jsonio import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -302,13 +301,13 @@ def action_dashboard(ctx: Context, inp: dict) -> dict:
     """
     cids = _cids(inp)
     tags = inp.get("tags")
-    title = inp.get("title") if isinstance(inp.get("title"), str) else None
-    serve = as_bool(inp.get("serve"), "serve")
+    title = inp.get("title")
+    serve = bool(inp.get("serve"))
     out_value = inp.get("out")
     result: dict[str, Any] = {"return": 0}
     lines: list[str] = []
-    if not serve or (out_value and out_value is not True):
-        out = Path(str(out_value) if out_value and out_value is not True else DEFAULT_OUT).expanduser()
+    if not serve or out_value:
+        out = Path(out_value or DEFAULT_OUT).expanduser()
         if out.is_dir():
             raise UsageError(f"--out={out} is a directory", hint="give a file name, e.g. --out=report.html")
         data = write_dashboard(ctx, out, cids, tags=tags, title=title)
@@ -319,9 +318,8 @@ def action_dashboard(ctx: Context, inp: dict) -> dict:
         lines.append(f"wrote {result['out']} ({result['experiments']} experiment(s), {result['points']} point(s), "
                      f"{result['repetitions']} repetition(s), {result['machines']} machine(s))")
     if serve:
-        port = as_int(inp.get("port"), "port", 0, minimum=0)
-        duration = inp.get("serve_for")
-        seconds = as_int(duration, "serve_for", 0, minimum=1) if duration is not None else None
+        port = inp.get("port") or 0
+        seconds = inp.get("serve_for")
         collect_experiments(ctx, cids, tags=tags)  # a missing name fails now, not on the first request
         server = start_server(ctx.home, cids, port=port, tags=tags, title=title, thread=True)
         result["url"] = server.url

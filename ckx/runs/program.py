@@ -17,7 +17,6 @@ from ckx.core.cid import Cid
 from ckx.store.context import Context
 from ckx.store.entry import normalise_tags, validate_meta
 from ckx.core.errors import CkxError, DownloadError, MetaError, ProgramFailed, UsageError
-from ckx.core.inputs import as_bool
 from ckx.store.index import EntryRecord, Query
 from ckx.core.jsonio import read_json, write_json_atomic
 from ckx.software.environment import apply_layer, env_text, render
@@ -621,53 +620,21 @@ def read_print_files(ctx: Context, run_dir: Path, names: Sequence[str]) -> dict[
 
 
 # -- the action ----------------------------------------------------------------------------------
-def _str_map(value: Any, what: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UsageError(f"--{what} takes --{what}.NAME=VALUE")
-    out: dict[str, str] = {}
-    for key, item in value.items():
-        if isinstance(item, dict):
-            raise UsageError(f"--{what}.{key} takes a value, not nested keys")
-        out[str(key)] = "1" if item is True else env_text(item)
-    return out
-
-
-def _name_list(value: Any) -> list[str]:
-    if value in (None, True, False, ""):
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
-
-
 def action_run(ctx: Context, inp: dict) -> dict:
     """``ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=t] [--deps.DEP=UID]
-    [--offline] [--print_files=a,b] [--timeout=S] [-- extra args]``."""
+    [--offline] [--print_files=a,b] [--timeout=S] [-- extra args]``; ``inp`` holds the typed options."""
     from ckx.transfer.fetch import offline_from_env
 
     name = inp.get("entry")
     if not name:
         raise UsageError("'run' needs a program", hint="usage: ckx run program:NAME --cmd_key=KEY ('ckx list program')")
     cid = f"{inp['repo']}:{MODULE}:{name}" if inp.get("repo") else f"{MODULE}:{name}"
-    cmd_key = inp.get("cmd_key")
-    if cmd_key is not None and not isinstance(cmd_key, str):
-        raise UsageError("--cmd_key needs a value: --cmd_key=KEY")
-    timeout = inp.get("timeout")
-    try:
-        timeout_s = float(timeout) if timeout not in (None, True) else None
-    except ValueError:
-        raise UsageError(f"--timeout takes seconds, not {timeout!r}") from None
-    if timeout_s is not None and timeout_s <= 0:
-        raise UsageError(f"--timeout must be positive, not {timeout!r}")
-    offline = as_bool(inp.get("offline"), "offline") or offline_from_env()
-    print_files = _name_list(inp.get("print_files"))
+    print_files = inp.get("print_files") or []
     outcome = run_program(
-        ctx, cid, cmd_key=cmd_key or None, env=_str_map(inp.get("env"), "env"),
-        dep_add_tags=_str_map(inp.get("dep_add_tags"), "dep_add_tags"), deps=_str_map(inp.get("deps"), "deps"),
-        offline=offline, print_files=print_files, extra_args=[str(a) for a in inp.get("rest") or []],
-        stream=True, timeout_s=timeout_s,
+        ctx, cid, cmd_key=inp.get("cmd_key") or None, env=dict(inp.get("env") or {}),
+        dep_add_tags=dict(inp.get("dep_add_tags") or {}), deps=dict(inp.get("deps") or {}),
+        offline=bool(inp.get("offline")) or offline_from_env(), print_files=print_files,
+        extra_args=list(inp.get("rest") or []), stream=True, timeout_s=inp.get("timeout"),
     )
     files = read_print_files(ctx, outcome.run_dir, print_files)
     lines = []

@@ -388,16 +388,22 @@ def _repo_of(ctx: Context, record: EnvRecord) -> str:
 
 
 # -- actions -------------------------------------------------------------------------------------
-def _selected(ctx: Context, inp: dict) -> list[EnvRecord]:
-    """The envs an action names: ``env:UID`` CIDs (wildcards allowed) and/or ``--tags``."""
-    cids = [c for c in (inp.get("cids") or []) if c]
-    names = []
-    for text in cids:
-        cid = Cid.parse(text)
-        if cid.module == MODULE and cid.entry:
-            names.append(cid)
+def _named_envs(inp: dict) -> list:
+    """The ``env:UID`` CIDs of a request (``ckx show env env:UID`` as well as ``ckx show env:UID``)."""
+    names = [cid for cid in (Cid.parse(text) for text in inp.get("cids") or [] if text)
+             if cid.module == MODULE and cid.entry]
     if not names and inp.get("entry"):
         names.append(Cid(module=MODULE, entry=inp["entry"], repo=inp.get("repo")))
+    return names
+
+
+def _tag_label(tags: Any) -> str:
+    return tags if isinstance(tags, str) else ",".join(tags or ())
+
+
+def _selected(ctx: Context, inp: dict) -> list[EnvRecord]:
+    """The envs an action names: ``env:UID`` CIDs (wildcards allowed) and/or ``--tags``."""
+    names = _named_envs(inp)
     tags = inp.get("tags")
     if not names:
         return find_envs(ctx, tags=tags) if tags else []
@@ -405,7 +411,7 @@ def _selected(ctx: Context, inp: dict) -> list[EnvRecord]:
     for cid in names:
         entries = find_entries(ctx, cid, tags=tags)
         if not entries:
-            raise NotFound(f"no env {cid.entry}" + (f" with tags {tags}" if tags else ""),
+            raise NotFound(f"no env {cid.entry}" + (f" with tags {_tag_label(tags)}" if tags else ""),
                            hint="'ckx show env' lists the recorded envs")
         for entry in entries:
             record = _record_of(entry)
@@ -416,7 +422,7 @@ def _selected(ctx: Context, inp: dict) -> list[EnvRecord]:
 
 def action_show(ctx: Context, inp: dict) -> dict:
     """``ckx show env [env:UID] [--tags=...]``: a table of uid, soft, version, tags and path."""
-    if inp.get("entry") or inp.get("tags"):
+    if _named_envs(inp) or inp.get("tags"):
         records = _selected(ctx, inp)
     else:
         records = sort_newest_first(_env_records(ctx, Query(module=MODULE)))
@@ -427,18 +433,18 @@ def action_show(ctx: Context, inp: dict) -> dict:
     if rows:
         result["table"] = {"columns": ["uid", "soft", "version", "tags", "path"], "rows": rows}
     else:
-        result["text"] = "no envs recorded" + (f" with tags {inp.get('tags')}" if inp.get("tags") else "") + \
+        result["text"] = "no envs recorded" + (f" with tags {_tag_label(inp.get('tags'))}" if inp.get("tags") else "") + \
             " (record some with 'ckx detect soft' or 'ckx install package')"
     return result
 
 
 def action_rm(ctx: Context, inp: dict) -> dict:
     """``ckx rm env:UID | env --tags=... [--force] [--all]``; ``--all`` also deletes install dirs under $CKX_TOOLS."""
-    if not inp.get("entry") and not inp.get("tags"):
+    if not _named_envs(inp) and not inp.get("tags"):
         raise UsageError("'rm env' needs an env uid or --tags", hint="usage: ckx rm env:UID | ckx rm env --tags=a,b [--force]")
     records = _selected(ctx, inp)
     if not records:
-        raise NotFound(f"no env has tags {inp.get('tags')}", hint="'ckx show env' lists the recorded envs")
+        raise NotFound(f"no env has tags {_tag_label(inp.get('tags'))}", hint="'ckx show env' lists the recorded envs")
     confirm_deletion(ctx, inp, [f"env:{r.uid} ({r.soft or r.package} {r.version or ''})".replace(" )", ")")
                                 for r in records])
     tools = ctx.home.tools.resolve()
@@ -480,8 +486,8 @@ def virtual_environment(ctx: Context, inp: dict) -> tuple[list[EnvRecord], dict[
         chosen.extend(_selected(ctx, {**inp, "tags": None}))
     groups = []
     if inp.get("tags") and not cid_given:
-        groups.append(str(inp["tags"]))
-    groups.extend(str(inp.get("tag_groups") or "").split())
+        groups.append(_tag_label(inp["tags"]))
+    groups.extend((inp.get("tag_groups") or "").split())
     for group in groups:
         matches = find_envs(ctx, tags=group)
         if not matches:
@@ -504,9 +510,9 @@ def action_virtual(ctx: Context, inp: dict) -> dict:
     chosen, env = virtual_environment(ctx, inp)
     if inp.get("rest"):
         argv = [str(a) for a in inp["rest"]]
-    elif isinstance(inp.get("shell_cmd"), str):
+    elif inp.get("shell_cmd") is not None:
         argv = ["/bin/sh", "-c", inp["shell_cmd"]]
-    elif isinstance(inp.get("cmd"), str):
+    elif inp.get("cmd") is not None:
         argv = shlex.split(inp["cmd"])
     elif ctx.interactive:
         argv = [os.environ.get("SHELL") or "/bin/sh"]
@@ -517,11 +523,7 @@ def action_virtual(ctx: Context, inp: dict) -> dict:
                          hint="add --shell_cmd='...' or -- CMD ARGS")
     if not argv:
         raise UsageError("the command is empty")
-    timeout = inp.get("timeout")
-    try:
-        timeout_s = float(timeout) if timeout not in (None, "", True) else None
-    except ValueError:
-        raise UsageError(f"--timeout must be a number of seconds, not {timeout!r}") from None
+    timeout_s = inp.get("timeout")
     log.debug("virtual env: running %s", argv)
     try:
         proc = subprocess.run(argv, env=env, timeout=timeout_s, check=False)

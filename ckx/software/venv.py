@@ -36,7 +36,6 @@ from typing import Any, Iterator
 from ckx.core.cid import Cid, check_name, has_wildcard, new_uid
 from ckx.store.context import Context
 from ckx.core.errors import CkxError, MetaError, NotFound, UsageError
-from ckx.core.inputs import as_bool
 from ckx.store.generic import AlreadyExists, confirm_deletion, delete_tree, find_entries, write_new_entry
 from ckx.store.index import EntryRecord
 from ckx.software.environment import merge_env
@@ -361,16 +360,10 @@ def _name(inp: dict, action: str) -> str:
 def action_create(ctx: Context, inp: dict) -> dict:
     """``ckx create venv:NAME [--template=mlperf-inference] [--system_site_packages] [--with_pip | --without_pip]
     [--python=P]``."""
-    template = inp.get("template")
-    if isinstance(template, bool):
-        raise UsageError("--template needs a value", hint="templates: " + ", ".join(sorted(TEMPLATES)))
-    python = inp.get("python")
     venv = create_venv(
-        ctx, _name(inp, "create"), template=template or None,
-        system_site_packages=as_bool(inp.get("system_site_packages") or inp.get("system-site-packages"), "system_site_packages"),
-        without_pip=as_bool(inp.get("without_pip") or inp.get("without-pip"), "without_pip"),
-        with_pip=as_bool(inp.get("with_pip") or inp.get("with-pip"), "with_pip"),
-        python=str(python) if python and not isinstance(python, bool) else None,
+        ctx, _name(inp, "create"), template=inp.get("template") or None,
+        system_site_packages=bool(inp.get("system_site_packages")), without_pip=bool(inp.get("without_pip")),
+        with_pip=bool(inp.get("with_pip")), python=inp.get("python") or None,
     )
     text = (f"created venv {venv.name} at {venv.path} (python {venv.version}, env {', '.join(venv.env_uids)})\n"
             f"activate it with: ckx activate venv:{venv.name}\n"
@@ -388,7 +381,7 @@ def action_activate(ctx: Context, inp: dict) -> dict:
         raise NotFound(f"venv {venv.name} has no interpreter at {venv.python}",
                        hint=f"recreate it: ckx rm venv:{venv.name} --force && ckx create venv:{venv.name}")
     snippet = activation_snippet(venv)
-    if as_bool(inp.get("print"), "print") or not (ctx.interactive and sys.stdout.isatty()):
+    if inp.get("print") or not (ctx.interactive and sys.stdout.isatty()):
         return {"return": 0, **venv.summary(), "snippet": snippet, "text": snippet}
     shell = os.environ.get("SHELL") or "/bin/sh"
     ctx.info(f"starting {shell} in venv {venv.name}; 'exit' leaves it")

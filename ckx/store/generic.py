@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import shutil
 from pathlib import Path
@@ -126,7 +125,7 @@ def matches_dict(meta: Any, subset: Any) -> bool:
 
 
 def search(ctx: Context, inp: dict) -> dict:
-    """Entries by module (optional), tags (``-tag`` excludes), search_string and search_dict."""
+    """Entries by module (optional), tags (``-tag`` excludes), search_string and search_dict (typed options)."""
     module = inp.get("module")
     if module and not has_wildcard(module):
         require_module(ctx, module, "search")
@@ -134,13 +133,8 @@ def search(ctx: Context, inp: dict) -> dict:
     records = find_entries(ctx, cid, tags=inp.get("tags"))
     pattern = inp.get("search_string")
     subset = inp.get("search_dict")
-    if isinstance(subset, str):
-        try:
-            subset = json.loads(subset)
-        except ValueError:
-            raise UsageError("--search_dict must be a JSON object (or pass it in @input.json)") from None
     if pattern:
-        records = [r for r in records if matches_string(r.meta, str(pattern))]
+        records = [r for r in records if matches_string(r.meta, pattern)]
     if subset:
         records = [r for r in records if matches_dict(r.meta, subset)]
     return {"return": 0, "entries": [r.summary() for r in records]}
@@ -284,7 +278,7 @@ def rm(ctx: Context, inp: dict) -> dict:
     else:
         records = find_entries(ctx, cid, tags=inp.get("tags"))
         if not records:
-            raise NotFound(f"nothing matches {cid}" + (f" with tags {inp.get('tags')}" if inp.get("tags") else ""))
+            raise NotFound(f"nothing matches {cid}" + (f" with tags {','.join(inp['tags'])}" if inp.get("tags") else ""))
     confirm_deletion(ctx, inp, [r.cid for r in records])
     removed = []
     for record in records:
@@ -300,7 +294,7 @@ def rm(ctx: Context, inp: dict) -> dict:
 
 def confirm_deletion(ctx: Context, inp: dict, names: list[str]) -> None:
     """Ask before deleting, or require --force when nobody can be asked."""
-    if inp.get("force") or inp.get("f"):
+    if inp.get("force"):
         return
     question = f"delete {len(names)} entr{'y' if len(names) == 1 else 'ies'}: " + ", ".join(names[:10]) + "?"
     if ctx.interactive:
