@@ -220,6 +220,23 @@ def test_actions_outside_the_table_are_refused(client):
     assert WEB_ACTIONS <= {(a.name, a.module) for a in ACTIONS}
 
 
+def test_ill_typed_and_unknown_options_are_400_naming_the_option(client):
+    status, data = client.post({"action": "search", "module": "package", "tags": 5})
+    assert status == 400 and "--tags" in data["error"], data
+    status, data = client.get("/api?action=search&module=package&tag=model")
+    assert status == 400 and "did you mean --tags?" in data["error"], data
+    # a long action is checked before it becomes a job
+    status, data = client.post({"action": "install", "module": "package", "tags": "x", "ofline": True})
+    assert status == 400 and "job" not in data and "did you mean --offline?" in data["error"], data
+
+
+def test_a_refused_input_is_refused_in_any_spelling_and_value(client):
+    for value in (True, "yes", "1"):
+        status, data = client.post({"action": "rm", "module": "repo", "entry": "ckmini", "all": value, "f": True})
+        assert status == 403, (value, data)
+    assert access({"action": "list", "module": "repo"})["repos"][-1]["name"] == "ckmini"
+
+
 def test_get_of_an_action_that_writes_is_405(client):
     status, data = client.get("/api?action=add&module=experiment&entry=x")
     assert status == 405 and "POST" in data["error"]

@@ -19,8 +19,6 @@ def version(ctx: Context, inp: dict) -> dict:
 
 def help_action(ctx: Context, inp: dict) -> dict:
     """All actions, or the usage and options of one: ``ckx help [ACTION [MODULE]]``."""
-    from ckx.api import ACTION_ALIASES, ACTIONS, describe_actions
-
     cids = inp.get("cids") or []
     topic = inp.get("topic") or (cids[0] if cids else None) or inp.get("module")
     if topic:

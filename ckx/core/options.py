@@ -27,7 +27,7 @@ class Option:
     ``type`` is one of: str, bool (CK's yes/no/true/false/1/0, ``--flag`` alone is true), int, float,
     seconds (a positive number), list (comma-separated, or a list), map (``--name.KEY=VALUE``, repeatable),
     path, dict (an object, or its JSON text), any. ``default`` is the value when the option is absent;
-    ``choices`` limits a str; ``minimum``/``maximum`` bound a number; ``aliases`` are other spellings
+    ``choices`` limits a str (matched regardless of case); ``minimum``/``maximum`` bound a number; ``aliases`` are other spellings
     (CK's ``-f``, dashed names); ``separators`` are the characters that split a list.
     """
 
@@ -102,9 +102,11 @@ def _text(option: Option, value: Any) -> Any:
     if option.choices:
         if value == "":
             return option.fresh_default()
-        if value not in option.choices:
+        chosen = next((c for c in option.choices if c.lower() == value.lower()), None)
+        if chosen is None:
             listing = ", ".join(option.choices[:-1]) + " or " + option.choices[-1] if len(option.choices) > 1 else option.choices[0]
             raise UsageError(f"--{option.name} must be {listing}, not {value!r}")
+        return chosen
     return value
 
 

@@ -6,7 +6,6 @@ from typing import Any, Mapping, Sequence
 
 from ckx.core.cid import check_name
 from ckx.core.errors import ProgramFailed, UsageError
-from ckx.core.inputs import as_bool, as_int
 from ckx.core.text import table
 from ckx.runs.experiment import MODULE, Experiment, Repetition, plain, platform_features, point_key
 from ckx.runs.program import run_program
@@ -15,24 +14,6 @@ from ckx.runs.stats import fmt, numeric_characteristics, point_statistics, stats
 from ckx.store.context import Context
 from ckx.store.index import Query
 from ckx.transfer.fetch import offline_from_env
-
-
-# -- input coercion ------------------------------------------------------------------------------
-def as_list(value: Any) -> list[str]:
-    """A comma-separated string or a list as a list of non-empty strings."""
-    if value is None or value is False or value is True:
-        return []
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [str(i).strip() for i in items if str(i).strip()]
-
-
-def as_str_dict(value: Any, name: str) -> dict[str, str]:
-    """``--name.KEY=VALUE`` options as a dict of strings; UsageError for a bare ``--name=x``."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UsageError(f"--{name} takes keys: --{name}.KEY=VALUE")
-    return {str(k): "" if v is True else str(v) for k, v in value.items()}
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -133,54 +114,36 @@ def run_repetitions(
     return choices, done, None
 
 
-def timeout_option(inp: Mapping[str, Any]) -> float | None:
-    value = inp.get("timeout")
-    if value in (None, True):
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise UsageError(f"--timeout takes seconds, not {value!r}") from None
-    if seconds <= 0:
-        raise UsageError(f"--timeout must be positive, not {value!r}")
-    return seconds
-
-
 def action_benchmark(ctx: Context, inp: dict) -> dict:
     """``ckx benchmark program:NAME --cmd_key=KEY [--repetitions=N] [--record ...]``: run N times, show statistics.
 
     With ``--record`` the repetitions are added to experiment ``--record_uoa`` (default: the program's name) in
     ``--record_repo`` (default: local). A failing repetition stops the run (exit 6); with ``--record`` the
-    repetitions before it are still recorded.
+    repetitions before it are still recorded. ``inp`` holds the typed options the action table declares.
     """
     program = _program_cid(inp)
     cmd_key = inp.get("cmd_key")
-    if not cmd_key or not isinstance(cmd_key, str):
+    if not cmd_key:
         raise UsageError("'benchmark' needs --cmd_key=KEY", hint="'ckx load program:NAME' lists its run_cmds")
-    repetitions = as_int(inp.get("repetitions"), "repetitions", 1)
-    record = as_bool(inp.get("record"), "record")
+    record = bool(inp.get("record"))
     record_uoa = inp.get("record_uoa")
-    if record_uoa is not None and not isinstance(record_uoa, str):
-        raise UsageError("--record_uoa takes a name")
     if record_uoa:
         check_name(record_uoa, "experiment name")
     if record and inp.get("record_repo"):
-        target_repo = ctx.registry.get(str(inp["record_repo"]))
+        target_repo = ctx.registry.get(inp["record_repo"])
         if not target_repo.writable:
             raise UsageError(f"repo {target_repo.name!r} is in CK's format and cannot be written",
                              hint="record into a native repo: --record_repo=local, or one made with "
                                   "'ckx add repo:NAME'")
     if not record and (record_uoa or inp.get("record_repo")):
         ctx.warn("--record_uoa and --record_repo have no effect without --record: nothing will be recorded")
-    timers = not as_bool(inp.get("skip_print_timers"), "skip_print_timers")
-    show_stats = not as_bool(inp.get("skip_print_stats"), "skip_print_stats")
-    print_files = as_list(inp.get("print_files"))
-    tags = as_list(inp.get("tags"))
+    print_files = list(inp.get("print_files") or [])
+    tags = list(inp.get("tags") or [])
     choices, reps, failure = run_repetitions(
-        ctx, program, cmd_key=cmd_key, repetitions=repetitions, env=as_str_dict(inp.get("env"), "env"),
-        dep_add_tags=as_str_dict(inp.get("dep_add_tags"), "dep_add_tags"), deps=as_str_dict(inp.get("deps"), "deps"),
-        offline=as_bool(inp.get("offline"), "offline") or offline_from_env(), print_files=print_files,
-        extra_args=[str(a) for a in inp.get("rest") or []], timers=timers, timeout_s=timeout_option(inp),
+        ctx, program, cmd_key=cmd_key, repetitions=inp.get("repetitions") or 1, env=dict(inp.get("env") or {}),
+        dep_add_tags=dict(inp.get("dep_add_tags") or {}), deps=dict(inp.get("deps") or {}),
+        offline=bool(inp.get("offline")) or offline_from_env(), print_files=print_files,
+        extra_args=list(inp.get("rest") or []), timers=not inp.get("skip_print_timers"), timeout_s=inp.get("timeout"),
     )
     stats = point_statistics([{"characteristics": r.characteristics, "duration_s": r.duration_s} for r in reps])
     result: dict[str, Any] = {"return": 0, "program": program, "cmd_key": cmd_key, "choices": choices,
@@ -204,7 +167,7 @@ def action_benchmark(ctx: Context, inp: dict) -> dict:
         if record and reps:
             note = f"; {len(reps)} earlier repetition(s) were recorded in {result.get('experiment')}"
         raise ProgramFailed(f"{failure.message}{note}", hint=failure.hint)
-    if show_stats and stats:
+    if not inp.get("skip_print_stats") and stats:
         spec = stats_table(stats)
         if spec["rows"]:
             lines.insert(0, table(spec["columns"], spec["rows"]))
@@ -224,4 +187,4 @@ def _cid_of(ctx: Context, experiment: Experiment) -> str:
     return f"{MODULE}:{experiment.name}"
 
 
-__all__ = ["action_benchmark", "as_list", "as_str_dict", "rep_dict", "run_repetitions", "timeout_option"]
+__all__ = ["action_benchmark", "rep_dict", "run_repetitions"]

@@ -61,10 +61,11 @@ def experiment_document(exp: Experiment) -> dict:
 
 
 def action_export(ctx: Context, inp: dict) -> dict:
-    """``ckx export experiment:NAME --format=csv|json [--out=FILE]``: the repetitions as CSV or the points as JSON."""
-    fmt_name = str(inp.get("format") or "csv").lower()
-    if fmt_name not in ("csv", "json"):
-        raise UsageError(f"--format must be csv or json, not {fmt_name!r}")
+    """``ckx export experiment:NAME --format=csv|json [--out=FILE]``: the repetitions as CSV or the points as JSON.
+
+    ``inp`` holds the typed options the action table declares (``format`` is already csv or json).
+    """
+    fmt_name = inp.get("format") or "csv"
     records = experiment_records(ctx, request_cids(inp), tags=inp.get("tags"))
     if not records:
         raise NotFound("no experiments to export", hint="record one with 'ckx benchmark ... --record'")
@@ -78,8 +79,8 @@ def action_export(ctx: Context, inp: dict) -> dict:
         text = json.dumps(document, indent=2, sort_keys=True, default=str) + "\n"
         result = {"return": 0, "format": "json", "experiments": len(experiments)}
     out = inp.get("out")
-    if out and out is not True:
-        path = Path(str(out)).expanduser()
+    if out:
+        path = Path(out).expanduser()
         if path.is_dir():
             raise UsageError(f"--out={path} is a directory", hint="give a file name, e.g. --out=results.csv")
         write_text_atomic(path, text)

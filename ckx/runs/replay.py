@@ -5,8 +5,7 @@ from typing import Any
 
 from ckx.core.cid import Cid
 from ckx.core.errors import Ambiguous, NotFound, UsageError
-from ckx.core.inputs import as_bool, as_int
-from ckx.runs.benchmark import as_list, rep_dict, run_repetitions, timeout_option
+from ckx.runs.benchmark import rep_dict, run_repetitions
 from ckx.runs.experiment import (
     MODULE, Experiment, Point, env_text, load_experiment, machine_label, platform_features,
 )
@@ -45,7 +44,8 @@ def action_replay(ctx: Context, inp: dict) -> dict:
     """``ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]``: re-run a point's choices.
 
     Uses the recorded command key, env, dep_add_tags, offline flag and extra arguments; forces each recorded
-    dependency env that still exists, and says which recorded versions are not available now.
+    dependency env that still exists, and says which recorded versions are not available now. ``inp`` holds
+    the typed options the action table declares.
     """
     experiment = load_experiment(ctx, Cid(module=MODULE, entry=inp.get("entry"), repo=inp.get("repo")))
     point = _pick_point(ctx, experiment, inp.get("point"))
@@ -67,14 +67,13 @@ def action_replay(ctx: Context, inp: dict) -> dict:
     for item in missing:
         ctx.info(f"dependency {item['name']}: the recorded env {item['env_uid'] or '?'} (version "
                  f"{item['version'] or '?'}) is not available here; it will be resolved again")
-    repetitions = as_int(inp.get("repetitions"), "repetitions", 1)
-    extra = [str(a) for a in recorded.get("extra_args") or []] + [str(a) for a in inp.get("rest") or []]
+    extra = [str(a) for a in recorded.get("extra_args") or []] + list(inp.get("rest") or [])
     program_cid = program if ":" in str(program) else f"program:{program}"
     choices, reps, failure = run_repetitions(
-        ctx, program_cid, cmd_key=cmd_key, repetitions=repetitions, env=recorded.get("env") or {},
+        ctx, program_cid, cmd_key=cmd_key, repetitions=inp.get("repetitions") or 1, env=recorded.get("env") or {},
         dep_add_tags=recorded.get("dep_add_tags") or {}, deps=forced, offline=bool(recorded.get("offline")),
-        print_files=as_list(inp.get("print_files")), extra_args=extra,
-        timers=not as_bool(inp.get("skip_print_timers"), "skip_print_timers"), timeout_s=timeout_option(inp),
+        print_files=list(inp.get("print_files") or []), extra_args=extra,
+        timers=not inp.get("skip_print_timers"), timeout_s=inp.get("timeout"),
     )
     if failure is not None:
         raise failure
@@ -94,7 +93,7 @@ def action_replay(ctx: Context, inp: dict) -> dict:
     after = stats.get(METRIC_KEY)
     if before and after:
         lines.append(f"{point.metric.get('name')}: recorded median {fmt(before['median'])}, now {fmt(after['median'])}")
-    if as_bool(inp.get("record"), "record") and reps:
+    if inp.get("record") and reps:
         if experiment.record is None or not ctx.registry.get(experiment.record.repo).writable:
             raise UsageError(f"{experiment.cid} is in a read-only repo", hint="use ckx benchmark --record_repo=...")
         outcome = record_point(ctx, name=experiment.name, choices=choices, features=platform_features(ctx),

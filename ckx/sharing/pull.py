@@ -23,7 +23,6 @@ from typing import Any, Callable, Iterator
 
 from ckx.core.cid import check_name
 from ckx.core.errors import CkxError, NotFound, UsageError
-from ckx.core.inputs import as_bool
 from ckx.core.jsonio import read_json
 from ckx.sharing.catalog import CatalogEntry, load_catalog, url_for_alias
 from ckx.sharing.placement import move_and_register
@@ -341,9 +340,8 @@ def _is_ancestor(git: Callable[..., subprocess.CompletedProcess], first: str, se
 
 def action_pull(ctx: Context, inp: dict) -> dict:
     """``ckx pull repo:ALIAS [--url=URL] [--branch=NAME]`` or ``ckx pull repo --url=URL``: clone or update."""
-    timeout = _positive_float(inp.get("timeout"), "timeout", GIT_TIMEOUT)
     outcomes = pull_repo(ctx, name=inp.get("entry"), url=inp.get("url"), branch=inp.get("branch"),
-                         timeout=timeout, with_deps=not as_bool(inp.get("no_deps"), "no_deps"))
+                         timeout=inp.get("timeout") or GIT_TIMEOUT, with_deps=not inp.get("no_deps"))
     first = outcomes[0]
     lines = [_describe_outcome(first)]
     deps = outcomes[1:]
@@ -362,21 +360,6 @@ def _describe_outcome(outcome: PullOutcome) -> str:
         return f"{outcome.name}: already registered at {outcome.path}"
     commit = f" at {outcome.commit}" if outcome.commit else ""
     return f"{outcome.name}: {outcome.state}{commit} ({outcome.format}, {outcome.path})"
-
-
-# =========================================================================== input coercion
-
-
-def _positive_float(value: Any, name: str, default: float) -> float:
-    if value is None or value is True:
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"--{name} must be a number of seconds, not {value!r}") from None
-    if number <= 0:
-        raise UsageError(f"--{name} must be positive")
-    return number
 
 
 __all__ = ["GIT_TIMEOUT", "GitError", "PullOutcome", "action_pull", "declared_deps", "pull_repo"]

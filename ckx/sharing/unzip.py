@@ -27,7 +27,6 @@ import yaml
 from ckx.core.cid import check_name, is_uid, new_uid
 from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound, UsageError
 from ckx.core.home import LOCAL_REPO_NAME
-from ckx.core.inputs import as_bool
 from ckx.sharing.placement import REPO_FILES, move_and_register
 from ckx.store.context import Context
 from ckx.store.entry import META_SCHEMA_VERSION, normalise_tags
@@ -414,11 +413,11 @@ def _download_archive(ctx: Context, url: str, workdir: Path) -> Path:
 
 def action_unzip(ctx: Context, inp: dict) -> dict:
     """``ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]``: check, then extract, an archive of entries or of a repo."""
-    source = inp.get("zip") or inp.get("archive")
-    if not source or not isinstance(source, str):
+    source = inp.get("zip")
+    if not source:
         raise UsageError("'unzip' needs --zip=FILE or --zip=URL", hint="usage: ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]")
     repo_name = inp.get("entry")
-    overwrite = as_bool(inp.get("overwrite"), "overwrite")
+    overwrite = bool(inp.get("overwrite"))
     with contextlib.ExitStack() as stack:
         if source.startswith(("http://", "https://")):
             ctx.home.cache.mkdir(parents=True, exist_ok=True)

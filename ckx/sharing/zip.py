@@ -14,7 +14,6 @@ from typing import Callable, Iterable, Iterator
 
 from ckx.core.cid import Cid, has_wildcard, is_uid
 from ckx.core.errors import CkxError, NotFound, UsageError
-from ckx.core.inputs import as_bool
 from ckx.core.jsonio import usual_file_mode
 from ckx.sharing.placement import REPO_FILES
 from ckx.store.context import Context
@@ -152,12 +151,12 @@ def _stamp() -> str:
 
 
 def _archive_path(inp: dict, repo: str, module: str) -> Path:
-    if inp.get("archive_name") and as_bool(inp.get("auto_name"), "auto_name"):
+    if inp.get("archive_name") and inp.get("auto_name"):
         raise UsageError("give either --archive_name or --auto_name, not both")
-    if as_bool(inp.get("auto_name"), "auto_name"):
+    if inp.get("auto_name"):
         name = f"ckr-{repo}-{module}-{_stamp()}.zip"
     else:
-        name = str(inp.get("archive_name") or DEFAULT_ARCHIVE)
+        name = inp.get("archive_name") or DEFAULT_ARCHIVE
     path = Path(name).expanduser()
     if path.is_dir():
         raise UsageError(f"--archive_name={name} is a directory", hint="give a file name, e.g. --archive_name=entries.zip")
@@ -189,7 +188,7 @@ def action_zip(ctx: Context, inp: dict) -> dict:
         else:
             found = find_entries(ctx, Cid(cid.module, cid.entry or "*", cid.repo), tags=inp.get("tags"))
             if not found:
-                raise NotFound(f"nothing matches {cid}" + (f" with tags {inp['tags']}" if inp.get("tags") else ""))
+                raise NotFound(f"nothing matches {cid}" + (f" with tags {','.join(inp['tags'])}" if inp.get("tags") else ""))
         for record in found:
             if record.cid not in seen:
                 seen.add(record.cid)

@@ -2,44 +2,23 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from ckx.core.errors import UsageError
-from ckx.core.inputs import as_bool
-from ckx.software.detectors import split_list as _split_list
 from ckx.software.resolve import detect, install
 from ckx.store.context import Context
 
 
-def _int_option(value: Any, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"--{name} must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise UsageError(f"--{name} must not be negative")
-    return number
-
-
 def action_detect_soft(ctx: Context, inp: dict) -> dict:
     """``ckx detect soft[:ALIAS] [--tags=] [--full_path=] [--search_dir=] [--search_depth=] [--force_version=]
-    [--extra_tags=] [--python=] [--deps.python=ENV_UID]``."""
+    [--extra_tags=] [--python=] [--deps.python=ENV_UID]``; ``inp`` holds the typed options the action table declares."""
     entry = inp.get("entry")
     if inp.get("repo") and entry:
         entry = f"{inp['repo']}:{entry}"
     full_path = inp.get("full_path")
-    if full_path is True:
-        raise UsageError("--full_path needs a value: --full_path=PATH")
-    deps = inp.get("deps") if isinstance(inp.get("deps"), dict) else {}
     report = detect(
-        ctx, entry, tags=inp.get("tags"), full_path=os.path.expanduser(full_path) if full_path else None,
-        search_dirs=_split_list(inp.get("search_dir") or inp.get("search_dirs")),
-        search_depth=_int_option(inp.get("search_depth"), "search_depth"),
-        force_version=inp.get("force_version") if isinstance(inp.get("force_version"), str) else None,
-        extra_tags=_split_list(inp.get("extra_tags")), python=inp.get("python") if isinstance(inp.get("python"), str) else None,
-        deps={str(k): str(v) for k, v in deps.items()},
+        ctx, entry, tags=inp.get("tags") or None, full_path=os.path.expanduser(full_path) if full_path else None,
+        search_dirs=list(inp.get("search_dir") or []), search_depth=inp.get("search_depth"),
+        force_version=inp.get("force_version"), extra_tags=list(inp.get("extra_tags") or []),
+        python=inp.get("python"), deps=dict(inp.get("deps") or {}),
     )
     lines = []
     for record, new in zip(report.envs, report.new, strict=True):
@@ -52,17 +31,12 @@ def action_detect_soft(ctx: Context, inp: dict) -> dict:
 
 
 def action_install(ctx: Context, inp: dict) -> dict:
-    """``ckx install package[:ALIAS] --tags=... [--variation=V] [--version=V] [--local_path=FILE] [--force]``."""
-    alias = inp.get("entry")
-    tags = inp.get("tags")
-    if isinstance(tags, bool):
-        raise UsageError("--tags needs a value: --tags=a,b")
+    """``ckx install package[:ALIAS] --tags=... [--variation=V] [--version=V] [--local_path=FILE] [--force]``;
+    ``inp`` holds the typed options the action table declares."""
     result = install(
-        ctx, tags=tags, alias=alias, repo=inp.get("repo"),
-        variation=_text_or_none(inp.get("variation"), "variation"),
-        version=_text_or_none(inp.get("version"), "version"),
-        local_path=_text_or_none(inp.get("local_path"), "local_path"),
-        offline=as_bool(inp.get("offline"), "offline"), force=as_bool(inp.get("force"), "force"),
+        ctx, tags=inp.get("tags") or None, alias=inp.get("entry"), repo=inp.get("repo"),
+        variation=inp.get("variation") or None, version=inp.get("version") or None,
+        local_path=inp.get("local_path") or None, offline=bool(inp.get("offline")), force=bool(inp.get("force")),
     )
     env = result.env
     text = {
@@ -87,11 +61,3 @@ def action_install(ctx: Context, inp: dict) -> dict:
         "env": dict(env.env),
         "text": "\n".join(lines),
     }
-
-
-def _text_or_none(value: Any, key: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise UsageError(f"--{key} needs a value: --{key}=...")
-    return str(value)

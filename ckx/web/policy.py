@@ -80,7 +80,11 @@ class WebError(Exception):
 
 
 def check_request(request: dict, *, method: str) -> tuple[dict, Action]:
-    """Normalise and police one request: (input, action), or WebError with the HTTP status."""
+    """Normalise and police one request: (input, action), or WebError with the HTTP status.
+
+    The action's declared options are checked here, so a misspelt or ill-typed option is a 400 at once,
+    also for the long actions that would otherwise fail later inside a job.
+    """
     name = request.get("action")
     if not isinstance(name, str) or not name:
         raise WebError(400, "the request has no 'action'", hint="send {\"action\": \"search\", ...}; GET /openapi.json describes the API")
@@ -98,6 +102,7 @@ def check_request(request: dict, *, method: str) -> tuple[dict, Action]:
         for text in cids:
             Cid.parse(text)
         action = lookup(inp["action"], inp.get("module"))
+        typed = action.parse(inp)
     except CkxError as exc:
         raise WebError(400, exc.message, hint=exc.hint) from None
     if (action.name, action.module) not in WEB_ACTIONS:
@@ -105,7 +110,7 @@ def check_request(request: dict, *, method: str) -> tuple[dict, Action]:
         raise WebError(403, f"'{action.name}{where}' is not available over the web API", code=2,
                        hint="run it with the ckx command line")
     for key, why in REFUSED_INPUTS.get((action.name, action.module), {}).items():
-        if inp.get(key):
+        if typed.get(key):
             where = f" {action.module}" if action.module else ""
             raise WebError(403, f"'{action.name}{where} --{key}' ({why}) is not available over the web API", code=2,
                            hint="leave it out, or use the ckx command line")

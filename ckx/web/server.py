@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 from ckx import __version__
 from ckx.core.errors import CkxError, UsageError
 from ckx.core.home import Home
-from ckx.core.inputs import as_int
 from ckx.store.context import Context
 from ckx.web.jobs import JOB_WORKERS, ContextPool, JobManager, call_action
 from ckx.web.openapi import openapi_spec
@@ -280,22 +279,15 @@ def make_server(*, home: Home, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
 def action_serve(ctx: Context, inp: dict) -> dict:
     """``ckx serve [--host=127.0.0.1] [--port=3344] [--token=T] [--max_body=BYTES] [--refresh_interval=S]``.
 
-    Serves until interrupted. The token may also come from $CKX_SERVE_TOKEN.
+    Serves until interrupted. The token may also come from $CKX_SERVE_TOKEN. ``inp`` holds the typed options
+    the action table declares.
     """
-    host = str(inp.get("host") or DEFAULT_HOST)
-    port = as_int(inp.get("port"), "port", DEFAULT_PORT, minimum=0)
-    if port > 65535:
-        raise UsageError("--port must be at most 65535")
-    token = inp.get("token") or os.environ.get(TOKEN_ENV) or None
-    if token is True:
-        raise UsageError("--token needs a value: --token=SECRET")
-    try:
-        refresh = float(inp.get("refresh_interval", 1.0))
-    except (TypeError, ValueError):
-        raise UsageError("--refresh_interval must be a number of seconds") from None
-    server = make_server(home=ctx.home, host=host, port=port, token=str(token) if token else None,
-                         max_body=as_int(inp.get("max_body"), "max_body", MAX_BODY), refresh_interval=max(0.0, refresh),
-                         job_workers=as_int(inp.get("job_workers"), "job_workers", JOB_WORKERS))
+    port = inp.get("port")
+    refresh = inp.get("refresh_interval")
+    server = make_server(home=ctx.home, host=inp.get("host") or DEFAULT_HOST, port=DEFAULT_PORT if port is None else port,
+                         token=inp.get("token") or os.environ.get(TOKEN_ENV) or None,
+                         max_body=inp.get("max_body") or MAX_BODY, refresh_interval=1.0 if refresh is None else refresh,
+                         job_workers=inp.get("job_workers") or JOB_WORKERS)
     ctx.info(f"serving the ckx API on {server.url}/api (OpenAPI: {server.url}/openapi.json)"
              + ("; token required" if server.token else "") + "; Ctrl-C stops")
     try:
