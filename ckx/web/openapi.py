@@ -4,10 +4,18 @@ from __future__ import annotations
 from typing import Any
 
 from ckx import __version__
+from ckx.api import Action
 from ckx.web.policy import web_actions
 
 
 # =========================================================================== OpenAPI
+
+
+def _options_text(action: Action) -> str:
+    """`; options: name (type), ...` for an action's declared options, or nothing."""
+    if not action.options:
+        return ""
+    return "; options: " + ", ".join(f"`{o.name}` ({o.type})" for o in action.options)
 
 
 def openapi_spec(*, token_required: bool = False) -> dict:
@@ -17,7 +25,8 @@ def openapi_spec(*, token_required: bool = False) -> dict:
     read_only = sorted({a.name for a in actions if a.read_only})
     long_names = sorted({a.name for a in actions if a.long})
     listing = "\n".join(f"- `{a.name}{' ' + a.module if a.module else ''}`: {a.summary}"
-                        f"{' (job)' if a.long else ''}{' (GET allowed)' if a.read_only else ''}" for a in actions)
+                        f"{' (job)' if a.long else ''}{' (GET allowed)' if a.read_only else ''}{_options_text(a)}"
+                        for a in actions)
 
     def ref(name: str) -> dict:
         return {"$ref": f"#/components/schemas/{name}"}
@@ -26,7 +35,8 @@ def openapi_spec(*, token_required: bool = False) -> dict:
         return {"description": description, "content": {"application/json": {"schema": ref(schema)}}}
 
     errors = {
-        "400": answer("bad input: invalid JSON, a bad CID (`../`), or the action's return 2", "Error"),
+        "400": answer("bad input: invalid JSON, a bad CID (`../`), an option the action does not declare or of "
+                      "the wrong type, or the action's return 2", "Error"),
         "403": answer("an action not offered over the web, or a non-loopback Host without a token", "Error"),
         "404": answer("unknown action, or the action's return 3 (not found, ambiguous)", "Error"),
         "422": answer("the action's return 5 (integrity: checksum, unsafe archive)", "Error"),
