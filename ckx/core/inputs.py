@@ -1,4 +1,4 @@
-"""Action inputs from the CLI (strings) or from access() (any JSON): dotted keys, booleans and integers."""
+"""Action inputs from the CLI (strings) or from access() (any JSON): dotted keys and CK's booleans."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +12,8 @@ _FALSE = frozenset({"0", "false", "no", "off", "n", ""})
 def as_bool(value: Any, name: str) -> bool:
     """A flag: absent, True (``--flag``) or a string such as yes/no (CK wrote ``--overwrite=yes``).
 
-    Raises UsageError naming ``--name`` for anything else.
+    The one boolean convention: the ``bool`` options of ckx.core.options use it. Raises UsageError naming
+    ``--name`` for anything else.
     """
     if value is None:
         return False
@@ -24,19 +25,6 @@ def as_bool(value: Any, name: str) -> bool:
     if text in _FALSE:
         return False
     raise UsageError(f"--{name} takes yes or no, not {value!r}")
-
-
-def as_int(value: Any, name: str, default: int, minimum: int = 1) -> int:
-    """An integer (strings allowed) no smaller than ``minimum``, or ``default`` when absent; UsageError otherwise."""
-    if value is None:
-        return default
-    try:
-        number = int(str(value).strip()) if not isinstance(value, bool) else None
-    except ValueError:
-        number = None
-    if number is None or number < minimum:
-        raise UsageError(f"--{name} must be an integer >= {minimum}, not {value!r}")
-    return number
 
 
 def set_dotted(target: dict, key: str, value: Any) -> None:
