@@ -67,7 +67,7 @@ def test_int_converts_strings_and_checks_the_minimum():
     assert parse(options, {"repetitions": "3"})["repetitions"] == 3
     assert parse(options, {"repetitions": 4})["repetitions"] == 4
     assert parse(options, {})["repetitions"] == 1
-    for bad in ("three", "2.5", 0, True, [3], 2.5):
+    for bad in ("three", "2.5", 0, True, [3], 2.5, float("inf"), float("nan")):
         with pytest.raises(UsageError, match="--repetitions"):
             parse(options, {"repetitions": bad})
 
@@ -76,7 +76,7 @@ def test_seconds_must_be_a_positive_number():
     options = [Option("timeout", "seconds")]
     assert parse(options, {"timeout": "1.5"})["timeout"] == 1.5
     assert parse(options, {})["timeout"] is None
-    for bad in ("-1", "0", "soon", True, "nan"):
+    for bad in ("-1", "0", "soon", True, "nan", "inf", float("inf")):
         with pytest.raises(UsageError, match="--timeout"):
             parse(options, {"timeout": bad})
 

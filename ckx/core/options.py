@@ -124,17 +124,15 @@ def _number(option: Option, value: Any, *, integer: bool) -> Any:
         raise _needs_value(option)
     if isinstance(value, str) and not value.strip():
         return option.fresh_default()
-    wanted = "a whole number" if integer else "a number"
+    wanted = "a whole number" if integer else "a finite number"
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _wrong(option, value, wanted)
     try:
-        number = int(value.strip()) if integer and isinstance(value, str) else (int(value) if integer else float(value))
-    except ValueError:
+        number = float(value) if not integer else int(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):  # OverflowError: int(inf), which JSON's Infinity reaches
         raise _wrong(option, value, wanted) from None
-    if integer and isinstance(value, float) and value != number:
+    if (integer and isinstance(value, float) and value != number) or not math.isfinite(number):
         raise _wrong(option, value, wanted)
-    if not integer and not math.isfinite(number):
-        raise _wrong(option, value, "a finite number")
     _check_bounds(option, number, value)
     return number
 
