@@ -7,6 +7,7 @@ import sys
 from ckx import __version__
 from ckx.api import ACTION_ALIASES, ACTIONS, describe_actions
 from ckx.core.cid import new_uid
+from ckx.core.options import GLOBAL_OPTIONS
 from ckx.store.context import Context
 from ckx.core.errors import UsageError
 
@@ -32,7 +33,7 @@ def help_action(ctx: Context, inp: dict) -> dict:
         return describe_actions(matching)
     lines = ["usage: ckx ACTION [CID ...] [--key=value] [--flag] [@input.json|@input.yaml] [-- extra args]", "",
              "CID = [repo:]module[:entry] (alias or uid, * and ? wildcards in list/search)", "",
-             "options every action takes: --json (one JSON document out), --quiet (never prompt)", "", "actions:"]
+             "options every action takes: " + " ".join(o.flag for o in GLOBAL_OPTIONS), "", "actions:"]
     for action in ACTIONS:
         where = f" {action.module}" if action.module else ""
         lines.append(f"  {action.name + where:<22} {action.summary}")
