@@ -257,3 +257,36 @@ def test_hand_edits_in_a_big_ck_repo_are_caught_by_the_next_cli_search(ckx_home,
     assert len(found) == len(range(3, count, 7)) + 1
     assert sorted(opened) == sorted([str(edited), str(added / "meta.json")])
     assert _search_ck(ckx_home, "edited")[0] == ["pkg-00011"]
+
+
+def test_a_meta_rewritten_with_its_old_mtime_put_back_is_read_again(ckx_home):
+    """cp -p, tar and rsync -t restore the mtime of a changed file; its ctime still moves, and so does the index."""
+    meta_file = _add("kept", "before") / "meta.json"
+    assert _cids(access({"action": "search", "module": "experiment", "tags": "before"})) == ["kept"]
+    st = meta_file.stat()
+    meta_file.write_text(meta_file.read_text().replace('"before"', '"after!"'))  # the size stays too
+    os.utime(meta_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (meta_file.stat().st_mtime_ns, meta_file.stat().st_size) == (st.st_mtime_ns, st.st_size)
+    assert _cids(access({"action": "search", "module": "experiment", "tags": "after!"})) == ["kept"]
+
+
+def test_stamps_checked_by_several_threads_find_what_one_thread_finds(tmp_path, monkeypatch):
+    from ckx.store import stamps
+
+    rows = []
+    for number in range(3 * stamps.PARALLEL_FROM):
+        meta = tmp_path / f"e{number}" / "meta.json"
+        meta.parent.mkdir()
+        meta.write_text("{}")
+        rows.append((number, f"e{number}/meta.json", stamps.stamp_of(meta.stat())))
+    stored = stamps.ModuleStamps.decode(*stamps.ModuleStamps.from_rows(rows).encode())
+    edited = [0, stamps.PARALLEL_FROM - 1, stamps.PARALLEL_FROM, 3 * stamps.PARALLEL_FROM - 1]
+    for number in edited:
+        (tmp_path / f"e{number}" / "meta.json").write_text("{ }")
+    (tmp_path / "e7" / "meta.json").unlink()
+    expected = sorted(edited + [7])
+    monkeypatch.setattr(stamps, "MAX_THREADS", 1)
+    assert stored.changed(str(tmp_path)) == expected
+    monkeypatch.setattr(stamps, "MAX_THREADS", 4)
+    monkeypatch.setattr(stamps.os, "cpu_count", lambda: 4)
+    assert stored.changed(str(tmp_path)) == expected
