@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from basesite import SEES_CREATOR_PACKAGES, add_demo_soft, install_in_base_user_site
+from basesite import SEES_CREATOR_PACKAGES, add_demo_soft, base_python, install_in_base_user_site
 from wheels import build_wheel
 
 from ckx.software.envs import find_envs
@@ -48,11 +48,18 @@ def test_create_makes_the_venv_its_python_env_and_its_entry(ctx, ckx_home):
 
 
 def test_system_python_env_is_not_tagged_with_the_venv(ctx):
-    create_venv(ctx, "tagged", without_pip=True)
+    from ckx.software.detect import detect_soft
+
+    # the interpreter running ckx, and the one the venv's python links to (the same under a system-wide install)
+    systems = {env.uid: env for python in {sys.executable, str(base_python())}
+               for env in detect_soft(ctx, "compiler.python", full_path=python)}
+    venv = create_venv(ctx, "tagged", without_pip=True)
     ctx.index.refresh(["env"], force=True)
-    for env in find_envs(ctx, tags="compiler,python"):
-        if "venv-tagged" in env.tags:
-            assert str(env.full_path).startswith(str(ctx.home.venvs / "tagged"))
+    tagged = [env for env in find_envs(ctx, tags="compiler,python") if "venv-tagged" in env.tags]
+    assert [env.uid for env in tagged] == list(venv.env_uids)
+    assert str(tagged[0].full_path).startswith(str(ctx.home.venvs / "tagged"))
+    assert systems and not set(systems) & set(venv.env_uids)
+    assert not any("venv-tagged" in env.tags for env in find_envs(ctx, tags="compiler,python") if env.uid in systems)
 
 
 def test_creating_twice_is_refused(ctx):
