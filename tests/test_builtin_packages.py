@@ -184,6 +184,7 @@ def test_uids_are_unique_across_all_package_entries() -> None:
         uid = json.loads(meta_path.read_text(encoding="utf-8"))["uid"]
         assert uid not in uids, f"{meta_path.parent.name} reuses the uid of {uids.get(uid)}"
         uids[uid] = meta_path.parent.name
+    assert len(uids) == len([d for d in PACKAGES.iterdir() if d.is_dir()]) > 1  # every package was looked at
 
 
 @pytest.mark.parametrize(("alias", "variation"), sorted(MLPERF_MD5, key=str))
@@ -298,7 +299,9 @@ def test_sample_dataset_photos_are_three_channel_and_labelled(sample_dir: Path) 
 
 def test_sample_dataset_readme_gives_every_photos_provenance() -> None:
     readme = (PACKAGES / "imagenet-2012-val-sample" / "README.md").read_text()
-    for item in _meta("imagenet-2012-val-sample")["images"]:
+    images = _meta("imagenet-2012-val-sample")["images"]
+    assert images
+    for item in images:
         assert item["name"] in readme and item["path"] in readme
 
 

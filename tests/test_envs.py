@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from basesite import add_demo_soft, install_in_base_user_site
 
 from ckx.api import access
 from ckx.software.envs import (
@@ -153,21 +154,26 @@ def test_a_module_record_without_an_interpreter_path_is_told_apart_by_its_python
     assert other.uid != first.uid and new
 
 
-def test_numpy_through_a_system_site_packages_venv_and_the_system_python_is_two_envs(ctx, tmp_path):
+def test_a_package_seen_through_a_system_site_packages_venv_and_its_base_python_is_two_envs(ctx, tmp_path,
+                                                                                          monkeypatch):
     from ckx.software.resolve import detect_soft
 
+    base = install_in_base_user_site(tmp_path, monkeypatch)
+    ctx.registry  # creates the local repo
+    add_demo_soft(ctx.home.local_repo)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
                    check=True, timeout=120, capture_output=True)
-    through_venv = detect_soft(ctx, "lib.python.numpy", python=str(venv / "bin" / "python"))[0]
-    through_system = detect_soft(ctx, "lib.python.numpy", python=sys.executable)[0]
-    assert through_venv.full_path == through_system.full_path  # the same numpy files...
-    assert through_venv.uid != through_system.uid  # ...seen through two interpreters: two envs
+    through_venv = detect_soft(ctx, "lib.python.ckxdemo", python=str(venv / "bin" / "python"))[0]
+    through_base = detect_soft(ctx, "lib.python.ckxdemo", python=str(base.python))[0]
+    assert through_venv.full_path == through_base.full_path == str(base.package)  # the same files...
+    assert through_venv.uid != through_base.uid  # ...seen through two interpreters: two envs
     ctx.index.refresh(["env"], force=True)
     venv_python = load_env(ctx, load_env(ctx, through_venv.uid).deps["python"])
     assert Path(venv_python.full_path).parent == venv / "bin"
-    assert load_env(ctx, through_system.uid).deps["python"] != venv_python.uid
-    assert detect_soft(ctx, "lib.python.numpy", python=str(venv / "bin" / "python"))[0].uid == through_venv.uid
+    base_python = load_env(ctx, load_env(ctx, through_base.uid).deps["python"])
+    assert base_python.uid != venv_python.uid and Path(base_python.full_path).parent != venv / "bin"
+    assert detect_soft(ctx, "lib.python.ckxdemo", python=str(venv / "bin" / "python"))[0].uid == through_venv.uid
 
 
 def test_install_dir_identifies_an_env_without_full_path(ctx, tmp_path):

@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from conftest import make_ck_repo
+
 from ckx.api import access
 from ckx.store.context import Context
 from ckx.core.home import Home
@@ -162,18 +165,128 @@ def test_concurrent_add_of_the_same_alias_keeps_one(ckx_home):
     assert len(entries) == 1
 
 
+class _Opens:
+    """Every file this process opens while recording, seen through a Python audit hook ("open" events)."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.paths: list[str] = []
+        sys.addaudithook(self._hook)  # hooks stay for the process's lifetime: this one records only when asked
+
+    def _hook(self, event: str, args: tuple) -> None:
+        if self.recording and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            self.paths.append(os.fsdecode(args[0]))
+
+    def during(self, action):
+        self.paths.clear()
+        self.recording = True
+        try:
+            return action()
+        finally:
+            self.recording = False
+
+
 def test_search_speed_is_independent_of_entry_files(ckx_home):
-    """After the first refresh, a query does not open meta files: deleting read permission changes nothing."""
-    for i in range(5):
-        _add(f"s{i}", "fast")
+    """Once indexed, a query opens no meta file: it answers from the index, however big the entry files."""
+    from ckx.store.index import Query
+
+    metas = [_add(f"s{i}", "fast") / "meta.json" for i in range(5)]
+    opens = _Opens()
     ctx = Context(Home(ckx_home), quiet=True, interactive=False)
     try:
-        from ckx.store.index import Query
-
         ctx.index.refresh()
-        start = time.perf_counter()
-        records = ctx.index.query(Query(module="experiment", tags=("fast",)))
-        assert len(records) == 5 and time.perf_counter() - start < 1.0
-        assert records[0].meta["tags"] == ["fast"]
+        records = opens.during(lambda: ctx.index.query(Query(module="experiment", tags=("fast",))))
+        assert len(records) == 5 and records[0].meta["tags"] == ["fast"]
+        assert not {str(m) for m in metas} & set(opens.paths), opens.paths
+        # the hook does see the index reading a meta file: the one edited by hand, and only that one
+        data = json.loads(metas[2].read_text())
+        data["tags"].append("edited")
+        metas[2].write_text(json.dumps(data))
+        ctx.index.expire()
+        records = opens.during(lambda: ctx.index.query(Query(module="experiment", tags=("edited",))))
+        assert [r.alias for r in records] == ["s2"]
+        assert [p for p in opens.paths if p.endswith("meta.json")] == [str(metas[2])]
     finally:
         ctx.close()
+
+
+# The CLI in a subprocess, reporting on stderr which meta files it opened (a Python audit hook).
+_CLI_WITH_OPENS = """
+import json, sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(args[0]) if event == "open" and isinstance(args[0], str)
+                 and args[0].endswith("meta.json") else None)
+from ckx.cli.main import main
+code = main(sys.argv[1:])
+print("OPENED " + json.dumps(opened), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _search_ck(home: Path, tags: str) -> tuple[list[str], list[str]]:
+    env = dict(os.environ, CKX_HOME=str(home), PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", _CLI_WITH_OPENS, "search", "package", f"--tags={tags}", "--json"],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    opened = json.loads(proc.stderr.rsplit("OPENED ", 1)[1])
+    found = sorted(e["alias"] or e["uid"] for e in json.loads(proc.stdout)["entries"] if e["repo"] == "big")
+    return found, opened
+
+
+@pytest.mark.slow
+def test_hand_edits_in_a_big_ck_repo_are_caught_by_the_next_cli_search(ckx_home, cli, tmp_path):
+    """Edited, deleted and added entries of a CK-format repo show in the next search, which reads only them."""
+    count = 3000
+    entries = [(f"pkg-{i:05d}", f"{i:016x}", {"tags": ["lib", "bulk", f"n{i % 7}"]}) for i in range(count)]
+    root = make_ck_repo(tmp_path / "big", "big", {"package": entries})
+    assert cli("add", "repo:big", f"--path={root}", "--quiet").returncode == 0
+    found, _ = _search_ck(ckx_home, "bulk,n3")
+    assert len(found) == len(range(3, count, 7))
+    found, opened = _search_ck(ckx_home, "bulk,n3")
+    assert "pkg-00003" in found and opened == []  # nothing changed: no meta file opened
+    edited = root / "package" / "pkg-00011" / ".cm" / "meta.json"
+    with open(edited, "w") as handle:  # in place: no directory's mtime changes
+        json.dump({"tags": ["lib", "bulk", "n3", "edited"]}, handle)
+    shutil.rmtree(root / "package" / "pkg-00003")
+    added = root / "package" / "pkg-new" / ".cm"
+    added.mkdir(parents=True)
+    (added / "meta.json").write_text(json.dumps({"tags": ["lib", "bulk", "n3"]}))
+    (root / "package" / ".cm" / "alias-a-pkg-new").write_text("00000000000fffff\n")
+    found, opened = _search_ck(ckx_home, "bulk,n3")
+    assert "pkg-00011" in found and "pkg-00003" not in found and "pkg-new" in found
+    assert len(found) == len(range(3, count, 7)) + 1
+    assert sorted(opened) == sorted([str(edited), str(added / "meta.json")])
+    assert _search_ck(ckx_home, "edited")[0] == ["pkg-00011"]
+
+
+def test_a_meta_rewritten_with_its_old_mtime_put_back_is_read_again(ckx_home):
+    """cp -p, tar and rsync -t restore the mtime of a changed file; its ctime still moves, and so does the index."""
+    meta_file = _add("kept", "before") / "meta.json"
+    assert _cids(access({"action": "search", "module": "experiment", "tags": "before"})) == ["kept"]
+    st = meta_file.stat()
+    meta_file.write_text(meta_file.read_text().replace('"before"', '"after!"'))  # the size stays too
+    os.utime(meta_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (meta_file.stat().st_mtime_ns, meta_file.stat().st_size) == (st.st_mtime_ns, st.st_size)
+    assert _cids(access({"action": "search", "module": "experiment", "tags": "after!"})) == ["kept"]
+
+
+def test_stamps_checked_by_several_threads_find_what_one_thread_finds(tmp_path, monkeypatch):
+    from ckx.store import stamps
+
+    rows = []
+    for number in range(3 * stamps.PARALLEL_FROM):
+        meta = tmp_path / f"e{number}" / "meta.json"
+        meta.parent.mkdir()
+        meta.write_text("{}")
+        rows.append((number, f"e{number}/meta.json", stamps.stamp_of(meta.stat())))
+    stored = stamps.ModuleStamps.decode(*stamps.ModuleStamps.from_rows(rows).encode())
+    edited = [0, stamps.PARALLEL_FROM - 1, stamps.PARALLEL_FROM, 3 * stamps.PARALLEL_FROM - 1]
+    for number in edited:
+        (tmp_path / f"e{number}" / "meta.json").write_text("{ }")
+    (tmp_path / "e7" / "meta.json").unlink()
+    expected = sorted(edited + [7])
+    monkeypatch.setattr(stamps, "MAX_THREADS", 1)
+    assert stored.changed(str(tmp_path)) == expected
+    monkeypatch.setattr(stamps, "MAX_THREADS", 4)
+    monkeypatch.setattr(stamps.os, "cpu_count", lambda: 4)
+    assert stored.changed(str(tmp_path)) == expected

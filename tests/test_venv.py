@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from basesite import SEES_CREATOR_PACKAGES, add_demo_soft, base_python, install_in_base_user_site
 from wheels import build_wheel
 
 from ckx.software.envs import find_envs
@@ -47,11 +48,18 @@ def test_create_makes_the_venv_its_python_env_and_its_entry(ctx, ckx_home):
 
 
 def test_system_python_env_is_not_tagged_with_the_venv(ctx):
-    create_venv(ctx, "tagged", without_pip=True)
+    from ckx.software.detect import detect_soft
+
+    # the interpreter running ckx, and the one the venv's python links to (the same under a system-wide install)
+    systems = {env.uid: env for python in {sys.executable, str(base_python())}
+               for env in detect_soft(ctx, "compiler.python", full_path=python)}
+    venv = create_venv(ctx, "tagged", without_pip=True)
     ctx.index.refresh(["env"], force=True)
-    for env in find_envs(ctx, tags="compiler,python"):
-        if "venv-tagged" in env.tags:
-            assert str(env.full_path).startswith(str(ctx.home.venvs / "tagged"))
+    tagged = [env for env in find_envs(ctx, tags="compiler,python") if "venv-tagged" in env.tags]
+    assert [env.uid for env in tagged] == list(venv.env_uids)
+    assert str(tagged[0].full_path).startswith(str(ctx.home.venvs / "tagged"))
+    assert systems and not set(systems) & set(venv.env_uids)
+    assert not any("venv-tagged" in env.tags for env in find_envs(ctx, tags="compiler,python") if env.uid in systems)
 
 
 def test_creating_twice_is_refused(ctx):
@@ -163,6 +171,27 @@ def test_the_mlperf_template_takes_the_requirements_of_the_builtin_pip_packages(
     assert len(requirements) == len(set(requirements)) == len(TEMPLATES["mlperf-inference"]["packages"])
 
 
+def module_files(python: Path | str, modules: list[str]) -> dict[str, str | None]:
+    """Where ``python`` (run without PYTHONPATH) finds each module: its origin file, or None."""
+    code = ("import importlib.util, json, sys; "
+            "print(json.dumps({m: getattr(importlib.util.find_spec(m), 'origin', None) for m in sys.argv[1:]}))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    done = subprocess.run([str(python), "-c", code, *modules], capture_output=True, text=True, timeout=120,
+                          env=env, check=True)
+    return json.loads(done.stdout)
+
+
+@SEES_CREATOR_PACKAGES
+def test_a_system_site_packages_venv_sees_the_packages_of_the_interpreter_that_created_it(ctx):
+    venv = create_venv(ctx, "creator", system_site_packages=True, without_pip=True)
+    assert venv.entry.meta["created_with"] == sys.executable
+    wanted = ["filelock", "yaml", "jsonschema"]  # ckx's own requirements: the creating interpreter has them
+    creators = module_files(sys.executable, wanted)
+    assert all(creators.values()), creators
+    assert module_files(venv.python, wanted) == creators
+
+
+@SEES_CREATOR_PACKAGES
 @pytest.mark.slow
 def test_template_with_system_site_packages_installs_offline_and_records_the_env(cli, ckx_home):
     proc = cli("create", "venv:mlperf", "--template=mlperf-inference", "--system_site_packages", "--quiet", "--json",
@@ -170,9 +199,9 @@ def test_template_with_system_site_packages_installs_offline_and_records_the_env
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     python = Path(result["python"])
-    check = subprocess.run([str(python), "-c", "import mlperf_loadgen, onnxruntime, cv2, numpy; print('ok')"],
-                           capture_output=True, text=True, timeout=120, check=False)
-    assert check.stdout.strip() == "ok", check.stderr
+    wanted = ["mlperf_loadgen", "onnxruntime", "cv2", "numpy"]
+    # offline, the template is served by the packages of the interpreter that ran ckx, not by other copies
+    assert module_files(python, wanted) == module_files(sys.executable, wanted)
     assert not list(python.parent.parent.glob("lib/python*/site-packages/pip"))  # the system's pip served it
     listed = cli("list", "venv", "--json")
     assert [v["template"] for v in json.loads(listed.stdout)["venvs"]] == ["mlperf-inference"]
@@ -215,7 +244,7 @@ def test_activate_on_a_terminal_spawns_a_shell_in_the_venv(ctx, ckx_home):
 
 
 def test_rm_also_removes_packages_installed_for_the_venv_interpreter(ctx, ckx_home, tmp_path):
-    """ckx run from inside the venv installs a pip package for the venv's python; rm venv takes it along."""
+    """A pip package installed for the venv's python (its python dep narrowed to the venv) goes with rm venv."""
     from ckx.store.repo_actions import add_repo
 
     wheels = tmp_path / "wheels"
@@ -226,34 +255,40 @@ def test_rm_also_removes_packages_installed_for_the_venv_interpreter(ctx, ckx_ho
     entry.mkdir(parents=True)
     entry.joinpath("meta.json").write_text(json.dumps({
         "alias": "venv-demo", "uid": "0f1e2d3c4b5a6978", "schema_version": 1, "tags": ["ckxtest", "venv-demo"],
-        "deps": {"python": {"tags": "compiler,python", "sort": 0}},
+        "deps": {"python": {"tags": "compiler,python,venv-bound", "sort": 0}},
         "source": {"kind": "pip", "requirements": ["ckxdemo-pkg"], "import_name": "ckxdemo_pkg",
                    "pip_args": ["--no-index", "--find-links", str(wheels)]},
     }))
-    venv = create_venv(ctx, "bound", system_site_packages=True)
+    venv = create_venv(ctx, "bound")  # its own pip: nothing depends on what the base interpreter holds
     env = dict(os.environ, CKX_HOME=str(ckx_home), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    proc = subprocess.run([str(venv.python), "-m", "ckx", "install", "package:venv-demo", "--quiet", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "ckx", "install", "package:venv-demo", "--quiet", "--json"],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     installed = json.loads(proc.stdout)
     ctx.index.refresh(["env"], force=True)
     record = next(e for e in find_envs(ctx) if e.uid == installed["env_uid"])
     assert record.deps["python"] == venv.env_uids[0]
+    assert Path(installed["install_dir"]).is_dir()
+    others = {e.uid for e in find_envs(ctx)} - {installed["env_uid"], *venv.env_uids}
     result = action_rm(ctx, {"entry": "bound", "force": True})
     assert installed["env_uid"] in result["text"]
     assert not Path(installed["install_dir"]).exists()
     ctx.index.refresh(["env"], force=True)
-    assert installed["env_uid"] not in {e.uid for e in find_envs(ctx)}
+    remaining = {e.uid for e in find_envs(ctx)}
+    assert installed["env_uid"] not in remaining and others <= remaining  # only the venv's records went
 
 
-def test_a_system_package_seen_through_the_venv_goes_with_it_and_the_systems_record_stays(ctx):
-    import sys
-
+def test_a_system_package_seen_through_the_venv_goes_with_it_and_the_systems_record_stays(ctx, tmp_path,
+                                                                                       monkeypatch):
     from ckx.software.resolve import detect_soft
 
-    venv = create_venv(ctx, "seen", system_site_packages=True)
-    through_venv = detect_soft(ctx, "lib.python.numpy", python=str(venv.python))[0]
-    through_system = detect_soft(ctx, "lib.python.numpy", python=sys.executable)[0]
+    base = install_in_base_user_site(tmp_path, monkeypatch)
+    ctx.registry  # creates the local repo
+    add_demo_soft(ctx.home.local_repo)
+    venv = create_venv(ctx, "seen", system_site_packages=True, without_pip=True)
+    through_venv = detect_soft(ctx, "lib.python.ckxdemo", python=str(venv.python))[0]
+    through_system = detect_soft(ctx, "lib.python.ckxdemo", python=str(base.python))[0]
+    assert through_venv.full_path == through_system.full_path == str(base.package)
     assert through_venv.uid != through_system.uid
     action_rm(ctx, {"entry": "seen", "force": True})
     ctx.index.refresh(["env"], force=True)

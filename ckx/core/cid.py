@@ -1,8 +1,8 @@
 """CID parsing: ``[repo:]module[:entry]`` with ``*``/``?`` wildcards, and uid helpers."""
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from dataclasses import dataclass
 
 from ckx.core.errors import UsageError
@@ -14,7 +14,7 @@ WILDCARDS = ("*", "?")
 
 def new_uid() -> str:
     """A fresh uid: 16 lowercase hex digits, as CK uses."""
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()  # what secrets.token_hex does, without its start-up cost
 
 
 def is_uid(text: str) -> bool:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -191,6 +190,8 @@ def write_new_entry(
     ``files_from`` is an entry directory whose files (not its meta) come along; the uid must be unused in
     every repo, or only in repo ``uid_scope`` (a move keeps its uid while the source still exists).
     """
+    import shutil  # lazily: only writes need it, and it costs start-up time on every search
+
     dirname = alias or uid
     module_dir = repo.module_dir(module)
     target = module_dir / dirname
@@ -309,6 +310,8 @@ def confirm_deletion(ctx: Context, inp: dict, names: list[str]) -> None:
 
 def delete_tree(path: Path) -> None:
     """Remove a directory: first renamed aside (so it vanishes at once), then deleted."""
+    import shutil  # lazily: only writes need it, and it costs start-up time on every search
+
     aside = path.parent / f".rm-{path.name}-{os.getpid()}"
     os.rename(path, aside)
     shutil.rmtree(aside, ignore_errors=True)

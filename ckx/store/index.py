@@ -7,16 +7,18 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 from ckx.core.cid import has_wildcard, is_uid
 from ckx.core.errors import MetaError
 from ckx.core.home import Home
+from ckx.core.jsonio import read_meta_file
 from ckx.store.repo import Registry, Repo, ck_entry_ids
+from ckx.store.stamps import ModuleStamps, Stamp, stamp_of
 
 log = logging.getLogger(__name__)
 
-INDEX_SCHEMA_VERSION = 6
+INDEX_SCHEMA_VERSION = 7
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS info(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS repos(name TEXT PRIMARY KEY, path TEXT NOT NULL, format TEXT NOT NULL);
@@ -27,14 +29,16 @@ CREATE TABLE IF NOT EXISTS entries(
     id INTEGER PRIMARY KEY,
     repo TEXT NOT NULL, module TEXT NOT NULL, dirname TEXT NOT NULL,
     uid TEXT, alias TEXT, path TEXT NOT NULL, meta_path TEXT NOT NULL,
-    mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
     tags TEXT NOT NULL DEFAULT '[]', version TEXT, meta TEXT, error TEXT,
     UNIQUE (repo, module, dirname));
 CREATE INDEX IF NOT EXISTS entries_uid ON entries(uid);
 CREATE INDEX IF NOT EXISTS entries_alias ON entries(alias);
 CREATE INDEX IF NOT EXISTS entries_module ON entries(module);
--- Covers the freshness scan of one module: read from the index alone, never from the wide rows.
-CREATE INDEX IF NOT EXISTS entries_fresh ON entries(repo, module, id, dirname, mtime_ns, size, meta_path);
+-- The freshness check of one module reads one row: every entry's id, meta path and stamp (see stamps.py).
+CREATE TABLE IF NOT EXISTS stamps(
+    repo TEXT NOT NULL, module TEXT NOT NULL, ids BLOB NOT NULL, names TEXT NOT NULL, stamps BLOB NOT NULL,
+    PRIMARY KEY (repo, module));
 -- Unreadable metas are reported on every refresh: find them without scanning every row.
 CREATE INDEX IF NOT EXISTS entries_errors ON entries(module) WHERE error IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tags(tag TEXT NOT NULL, entry INTEGER NOT NULL, module TEXT NOT NULL);
@@ -166,7 +170,7 @@ class Index:
         if version != INDEX_SCHEMA_VERSION:
             with self._lock():
                 db.execute("BEGIN IMMEDIATE")
-                for table in ("info", "repos", "moddirs", "entries", "tags", "names"):
+                for table in ("info", "repos", "moddirs", "stamps", "entries", "tags", "names"):
                     db.execute(f"DROP TABLE IF EXISTS {table}")
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
@@ -199,7 +203,7 @@ class Index:
         """Drop everything and index every repo from scratch. Returns counts."""
         with self._lock():
             self.db.execute("BEGIN IMMEDIATE")
-            for table in ("repos", "moddirs", "entries", "tags", "names"):
+            for table in ("repos", "moddirs", "stamps", "entries", "tags", "names"):
                 self.db.execute(f"DELETE FROM {table}")
             self.db.execute("COMMIT")
         self._refreshed = None
@@ -274,17 +278,34 @@ class Index:
                 dir_mtime = os.stat(module_dir).st_mtime_ns
             except FileNotFoundError:
                 continue
-            rows = () if fresh else self.db.execute(
-                "SELECT id, dirname, mtime_ns, size, meta_path FROM entries WHERE repo=? AND module=?",
-                (repo.name, module),
-            )
-            previous = indexed_dirs.get(module)
-            if previous is None or previous != (str(module_dir), dir_mtime):
-                plan.moddirs.append((repo.name, module, str(module_dir), dir_mtime))
-                indexed = {row[1]: (row[0], row[2], row[3], row[4]) for row in rows}
-                self._plan_listing(repo, module, module_dir, indexed, plan)
-            else:
-                self._plan_stats(repo, module, module_dir, rows, plan)
+            stamps = None if fresh else self._stamps(repo.name, module)
+            if stamps is not None and indexed_dirs.get(module) == (str(module_dir), dir_mtime):
+                self._plan_stamps(repo, module, module_dir, stamps, plan)
+                continue
+            plan.moddirs.append((repo.name, module, str(module_dir), dir_mtime))
+            plan.touched.add((repo.name, module))
+            indexed = {} if fresh else self._indexed(repo.name, module)
+            self._plan_listing(repo, module, module_dir, indexed, plan)
+
+    def _stamps(self, repo: str, module: str) -> ModuleStamps | None:
+        """The stamps of one module as last indexed; None when missing or unreadable (then list it again)."""
+        row = self.db.execute("SELECT ids, names, stamps FROM stamps WHERE repo=? AND module=?",
+                              (repo, module)).fetchone()
+        if row is None:
+            return None
+        try:
+            return ModuleStamps.decode(*row)
+        except (TypeError, ValueError):
+            return None
+
+    def _indexed(self, repo: str, module: str) -> dict[str, tuple[int, Stamp, str]]:
+        """dirname -> (row id, stamp, meta path) of every indexed entry of one module."""
+        rows = self.db.execute(
+            "SELECT id, dirname, mtime_ns, ctime_ns, size, meta_path FROM entries WHERE repo=? AND module=?",
+            (repo, module),
+        )
+        return {dirname: (row_id, (mtime, ctime, size), meta_path)
+                for row_id, dirname, mtime, ctime, size, meta_path in rows}
 
     def _plan_listing(self, repo: Repo, module: str, module_dir: Path, indexed: dict, plan: "_Plan") -> None:
         """The module directory changed: compare its listing, then stat every meta file."""
@@ -301,32 +322,27 @@ class Index:
             meta_path, st = found
             seen.add(dirname)
             known = indexed.get(dirname)
-            if known is None:
-                plan.upserts.append((repo, module, dirname, entry_dir, meta_path, st.st_mtime_ns, st.st_size))
-            elif (known[1], known[2], known[3]) != (st.st_mtime_ns, st.st_size, str(meta_path)):
-                plan.upserts.append((repo, module, dirname, entry_dir, meta_path, st.st_mtime_ns, st.st_size))
+            if known is None or (known[1], known[2]) != (stamp_of(st), str(meta_path)):
+                plan.upserts.append((repo, module, dirname, entry_dir, meta_path, stamp_of(st)))
         for dirname, known in indexed.items():
             if dirname not in seen:
                 plan.deletes.append(known[0])
 
-    def _plan_stats(self, repo: Repo, module: str, module_dir: Path, rows: Iterable[tuple], plan: "_Plan") -> None:
+    def _plan_stamps(self, repo: Repo, module: str, module_dir: Path, stamps: ModuleStamps, plan: "_Plan") -> None:
         """The listing is unchanged: only meta files edited in place need re-reading (one stat each)."""
-        stat = os.stat
-        for row_id, dirname, mtime, size, meta_path in rows:
-            try:
-                st = stat(meta_path)
-            except (FileNotFoundError, NotADirectoryError):
-                # The meta file went away (or moved to another name) without the listing changing.
-                entry_dir = module_dir / dirname
-                found = repo.find_meta(entry_dir)
-                if found is None:
-                    plan.deletes.append(row_id)
-                else:
-                    other, st2 = found
-                    plan.upserts.append((repo, module, dirname, entry_dir, other, st2.st_mtime_ns, st2.st_size))
-                continue
-            if st.st_mtime_ns != mtime or st.st_size != size:
-                plan.upserts.append((repo, module, dirname, module_dir / dirname, Path(meta_path), st.st_mtime_ns, st.st_size))
+        changed = stamps.changed(str(module_dir))
+        if changed:
+            plan.touched.add((repo.name, module))
+        for position in changed:
+            dirname = stamps.names[position].split("/", 1)[0]
+            entry_dir = module_dir / dirname
+            # Read the meta file again, or the one that replaced it (meta.json -> meta.yaml), or drop the row.
+            found = repo.find_meta(entry_dir)
+            if found is None:
+                plan.deletes.append(stamps.ids[position])
+            else:
+                meta_path, st = found
+                plan.upserts.append((repo, module, dirname, entry_dir, meta_path, stamp_of(st)))
 
     def _apply(self, plan: "_Plan") -> dict:
         parsed = [self._parse(*item) for item in plan.upserts]
@@ -338,6 +354,7 @@ class Index:
                 for name in plan.drop_repos:
                     self._delete_where("repo=?", (name,))
                     db.execute("DELETE FROM moddirs WHERE repo=?", (name,))
+                    db.execute("DELETE FROM stamps WHERE repo=?", (name,))
                     db.execute("DELETE FROM repos WHERE name=?", (name,))
                 for repo in plan.new_repos:
                     db.execute(
@@ -347,66 +364,82 @@ class Index:
                 for repo_name, module in plan.drop_modules:
                     self._delete_where("repo=? AND module=?", (repo_name, module))
                     db.execute("DELETE FROM moddirs WHERE repo=? AND module=?", (repo_name, module))
+                    db.execute("DELETE FROM stamps WHERE repo=? AND module=?", (repo_name, module))
                 for row_id in plan.deletes:
                     db.execute("DELETE FROM tags WHERE entry=?", (row_id,))
                     db.execute("DELETE FROM names WHERE entry=?", (row_id,))
                     db.execute("DELETE FROM entries WHERE id=?", (row_id,))
                 for row in parsed:
-                    existing = db.execute(
-                        "SELECT id FROM entries WHERE repo=? AND module=? AND dirname=?", (row[0], row[1], row[2])
-                    ).fetchone()
-                    if existing:
-                        db.execute("DELETE FROM tags WHERE entry=?", (existing[0],))
-                        db.execute("DELETE FROM names WHERE entry=?", (existing[0],))
-                        db.execute(
-                            "UPDATE entries SET uid=?, alias=?, path=?, meta_path=?, mtime_ns=?, size=?, tags=?,"
-                            " version=?, meta=?, error=? WHERE id=?",
-                            (*row[3:], existing[0]),
-                        )
-                        row_id = existing[0]
-                        stats["updated"] += 1
-                    else:
-                        cursor = db.execute(
-                            "INSERT INTO entries(repo, module, dirname, uid, alias, path, meta_path, mtime_ns, size,"
-                            " tags, version, meta, error) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                            row,
-                        )
-                        row_id = cursor.lastrowid
-                        stats["added"] += 1
-                    if row[-1] is None:
-                        db.executemany(
-                            "INSERT INTO tags(tag, entry, module) VALUES(?,?,?)",
-                            [(tag, row_id, row[1]) for tag in json.loads(row[9])],
-                        )
-                        other_names = json.loads(row[11]).get("aliases", [])
-                        if isinstance(other_names, list):
-                            db.executemany(
-                                "INSERT INTO names(name, entry) VALUES(?,?)",
-                                [(str(n), row_id) for n in other_names],
-                            )
+                    stats["updated" if self._write_row(row) else "added"] += 1
                 for repo_name, module, path, mtime in plan.moddirs:
                     db.execute(
                         "INSERT OR REPLACE INTO moddirs(repo, module, path, mtime_ns) VALUES(?,?,?,?)",
                         (repo_name, module, path, mtime),
                     )
+                for repo_name, module in plan.touched:
+                    self._write_stamps(repo_name, module)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return stats
 
+    def _write_row(self, row: "_Row") -> bool:
+        """Insert or update one entry with its tags and extra names; True when it was already indexed."""
+        db = self.db
+        existing = db.execute(
+            "SELECT id FROM entries WHERE repo=? AND module=? AND dirname=?", (row.repo, row.module, row.dirname)
+        ).fetchone()
+        values = (row.uid, row.alias, row.path, row.meta_path, *row.stamp, row.tags, row.version, row.meta,
+                  row.error)
+        if existing:
+            row_id = existing[0]
+            db.execute("DELETE FROM tags WHERE entry=?", (row_id,))
+            db.execute("DELETE FROM names WHERE entry=?", (row_id,))
+            db.execute(
+                "UPDATE entries SET uid=?, alias=?, path=?, meta_path=?, mtime_ns=?, ctime_ns=?, size=?, tags=?,"
+                " version=?, meta=?, error=? WHERE id=?",
+                (*values, row_id),
+            )
+        else:
+            row_id = db.execute(
+                "INSERT INTO entries(repo, module, dirname, uid, alias, path, meta_path, mtime_ns, ctime_ns, size,"
+                " tags, version, meta, error) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (row.repo, row.module, row.dirname, *values),
+            ).lastrowid
+        if row.error is None:
+            db.executemany("INSERT INTO tags(tag, entry, module) VALUES(?,?,?)",
+                           [(tag, row_id, row.module) for tag in json.loads(row.tags)])
+            other_names = json.loads(row.meta).get("aliases", [])
+            if isinstance(other_names, list):
+                db.executemany("INSERT INTO names(name, entry) VALUES(?,?)", [(str(n), row_id) for n in other_names])
+        return existing is not None
+
+    def _write_stamps(self, repo: str, module: str) -> None:
+        """Record the stamps of every indexed entry of one module, as the entries table now holds them."""
+        rows = self.db.execute(
+            "SELECT id, dirname, path, meta_path, mtime_ns, ctime_ns, size FROM entries WHERE repo=? AND module=?"
+            " ORDER BY id",
+            (repo, module),
+        )
+        stamps = ModuleStamps.from_rows(
+            # The meta file lies in the entry directory: its path relative to the module directory.
+            (row_id, dirname + meta_path[len(path):], (mtime, ctime, size))
+            for row_id, dirname, path, meta_path, mtime, ctime, size in rows
+        )
+        self.db.execute("INSERT OR REPLACE INTO stamps(repo, module, ids, names, stamps) VALUES(?,?,?,?,?)",
+                        (repo, module, *stamps.encode()))
+
     def _delete_where(self, condition: str, params: tuple) -> None:
         self.db.execute(f"DELETE FROM tags WHERE entry IN (SELECT id FROM entries WHERE {condition})", params)
         self.db.execute(f"DELETE FROM names WHERE entry IN (SELECT id FROM entries WHERE {condition})", params)
         self.db.execute(f"DELETE FROM entries WHERE {condition}", params)
 
-    def _parse(self, repo: Repo, module: str, dirname: str, entry_dir: Path, meta_path: Path, mtime: int, size: int):
+    def _parse(self, repo: Repo, module: str, dirname: str, entry_dir: Path, meta_path: Path, stamp: Stamp) -> "_Row":
         """Read one meta file into an entries row; a bad file becomes a row with ``error`` set."""
         error = None
         meta: dict = {}
         try:
-            from ckx.core.jsonio import read_meta_file
-
             meta = read_meta_file(meta_path)
         except MetaError as exc:
             error = str(exc)
@@ -432,10 +465,8 @@ class Index:
         if version is not None and not isinstance(version, str):
             version = ".".join(str(v) for v in version) if isinstance(version, list) else str(version)
         meta_text = json.dumps(meta, sort_keys=True) if error is None else None
-        return (
-            repo.name, module, dirname, uid, alias, str(entry_dir), str(meta_path), mtime, size,
-            json.dumps(tags), version, meta_text, error,
-        )
+        return _Row(repo.name, module, dirname, uid, alias, str(entry_dir), str(meta_path), stamp,
+                    json.dumps(tags), version, meta_text, error)
 
     # -- queries -----------------------------------------------------------------------------------
     def modules(self) -> list[str]:
@@ -502,8 +533,26 @@ class _Plan:
         self.new_repos: list[Repo] = []
         self.drop_modules: list[tuple[str, str]] = []
         self.moddirs: list[tuple[str, str, str, int]] = []
-        self.upserts: list[tuple] = []
+        self.upserts: list[tuple[Repo, str, str, Path, Path, Stamp]] = []
         self.deletes: list[int] = []
+        self.touched: set[tuple[str, str]] = set()  # (repo, module) whose stamps must be written again
 
     def has_changes(self) -> bool:
         return bool(self.drop_repos or self.new_repos or self.drop_modules or self.moddirs or self.upserts or self.deletes)
+
+
+class _Row(NamedTuple):
+    """One meta file as an entries row."""
+
+    repo: str
+    module: str
+    dirname: str
+    uid: str | None
+    alias: str | None
+    path: str
+    meta_path: str
+    stamp: Stamp
+    tags: str  # JSON list
+    version: str | None
+    meta: str | None  # JSON object; None when unreadable
+    error: str | None

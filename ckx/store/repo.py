@@ -1,7 +1,6 @@
 """Repos: the native ckx format and CK's format, and the registry of repos in $CKX_HOME."""
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import stat
 from dataclasses import dataclass, field
@@ -300,4 +299,7 @@ class Registry:
 
 
 def now_iso() -> str:
+    """The current UTC time in ISO 8601, to the second."""
+    import datetime as _dt  # lazily: only writes need it, and it costs start-up time on every search
+
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
