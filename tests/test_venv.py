@@ -48,7 +48,7 @@ def test_create_makes_the_venv_its_python_env_and_its_entry(ctx, ckx_home):
 
 
 def test_system_python_env_is_not_tagged_with_the_venv(ctx):
-    from ckx.software.detect import detect_soft
+    from ckx.software.resolve import detect_soft
 
     # the interpreter running ckx, and the one the venv's python links to (the same under a system-wide install)
     systems = {env.uid: env for python in {sys.executable, str(base_python())}
