@@ -1,0 +1,1 @@
+"""Runs of programs and what is built from them: MLPerf submission trees and their official checks."""
