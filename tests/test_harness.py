@@ -581,3 +581,27 @@ def test_settings_layer_builtin_conf_then_user_conf_then_options(tmp_path):
     log_settings = build_log_settings(tmp_path / "new" / "dir")
     assert (tmp_path / "new" / "dir").is_dir() and log_settings.enable_trace is False
     assert build_log_settings(tmp_path, trace=True).enable_trace is True
+
+
+def test_rules_v1_0_apply_the_round_over_the_user_conf_and_name_what_loadgen_6_cannot(tmp_path, photos, cache_dir):
+    run = tmp_path / "run"
+    done = run_harness(run, "--backend", "null", "--scenario", "MultiStream", "--dataset-path", str(photos),
+                       "--cache-dir", str(cache_dir), "--time", "1", "--count", "8", "--rules", "v1.0")
+    assert done.returncode == 0, done.stderr
+    result = read_result(run)
+    assert result["mlperf_rules"]["version"] == "v1.0" and "rules v1.0" in done.stdout
+    assert "min_query_count 270336" in result["mlperf_rules"]["applied"]
+    # the program's user.conf expects 320 ms per MultiStream query; v1.0's 50 ms bound replaces it
+    assert result["requested_settings"]["multi_stream_expected_latency_ns"] == 50_000_000
+    assert result["rules"]["min_query_count"] == 270_336
+    assert result["metric"]["name"] == "samples_per_query" and result["metric"]["value"] == 8
+    assert result["metric_v6_1"]["name"] == "p99_latency_ms"
+    reasons = result["invalid_reasons"]
+    assert any("LoadGen 6 ignores seed overrides, qsl_rng_seed" in r for r in reasons)
+    assert any("back to back" in r for r in reasons)
+    assert any("queries run 8 is below the rules' 270,336" in r for r in reasons)
+
+
+def test_an_unknown_rules_version_is_a_usage_error(tmp_path, photos, cache_dir):
+    done = run_harness(tmp_path / "run", "--backend", "null", "--dataset-path", str(photos), "--rules", "v0.5")
+    assert done.returncode == 2 and "--rules" in done.stderr
