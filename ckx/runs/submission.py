@@ -5,14 +5,12 @@ import json
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..context import Context
-from ..errors import CkxError, IntegrityError, NotFound, UsageError
-from ..inputs import as_bool
+from ..errors import IntegrityError, NotFound, UsageError
 from . import official
 from .sysdesc import measurements_json, system_description
 
@@ -193,7 +191,8 @@ def _user_conf(run: Run) -> str:
 def _export_scenario(source: official.Source, scenario: str, runs: ScenarioRuns, target: Path,
                      measurements: dict[str, Any], system_id: str) -> dict[str, Any]:
     perf = runs.performance
-    assert perf is not None
+    if perf is None:
+        raise NotFound(f"no {scenario} performance run")
     _copy_logs(perf.path, target / "performance" / "run_1")
     row: dict[str, Any] = {"scenario": scenario, "metric": perf.result.get("metric"),
                            "valid": perf.result.get("valid"), "performance_run": str(perf.path)}
@@ -256,7 +255,8 @@ def build_tree(ctx: Context, runs: Mapping[str, ScenarioRuns], out: Path, *, sce
             raise UsageError(f"{out} exists", hint="choose another --out, or add --force to replace it")
         shutil.rmtree(out)
     first = runs[scenarios[0]].performance
-    assert first is not None
+    if first is None:
+        raise NotFound(f"no {scenarios[0]} performance run")
     system = system_description(ctx, first.result, user_system, division=division, system_type=system_type)
     submitter = str(system["submitter"] or "")
     if not submitter:
@@ -270,7 +270,7 @@ def build_tree(ctx: Context, runs: Mapping[str, ScenarioRuns], out: Path, *, sce
     _copy_sources(ctx, runs, root / "src")
     rows = []
     for scenario in scenarios:
-        measurements = measurements_json(runs[scenario].performance.result, user_measurements)
+        measurements = measurements_json((runs[scenario].performance or first).result, user_measurements)
         rows.append(_export_scenario(source, scenario, runs[scenario],
                                      root / "results" / system_id / MODEL / scenario, measurements, system_id))
     official.truncate_accuracy_logs(source, staging, out, submitter)

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -101,7 +100,7 @@ def run_compliance(prep: Any, output: Path, run_test: Callable[..., dict]) -> di
         results = Path(args.compliance_results)
         _check_results(results, test)
     else:
-        results = _references(replace(prep), output / "reference", test, run_test)
+        results = _references(prep, output / "reference", test, run_test)
     audit = output / "audit.config"
     shutil.copyfile(official, audit)
     result = run_test(prep, output, accuracy=False, audit_config=audit)
