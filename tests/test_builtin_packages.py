@@ -311,6 +311,11 @@ def test_sample_dataset_photos_are_three_channel_and_labelled(sample_dir: Path) 
     assert meta["env"]["CK_ENV_DATASET_IMAGENET_COUNT"] == str(len(declared))
     assert meta["env"]["CK_ENV_DATASET_IMAGENET_VAL"] == "{install_dir}/images"
     assert meta["env"]["CK_CAFFE_IMAGENET_VAL_TXT"] == "{install_dir}/val_map.txt"
+    # the single-label map: same photos, same order, one integer each, taken from the photo's set
+    single = [line.split(" ") for line in (sample_dir / "val_map_single_label.txt").read_text().splitlines()]
+    assert [name for name, _ in single] == [line.split(" ")[0] for line in lines]
+    assert all(label.isdigit() and int(label) in declared[name] for name, label in single)
+    assert meta["env"]["CK_CAFFE_IMAGENET_VAL_TXT_SINGLE_LABEL"] == "{install_dir}/val_map_single_label.txt"
 
 
 def test_sample_dataset_readme_gives_every_photos_provenance() -> None:
@@ -335,7 +340,7 @@ def test_sample_dataset_without_the_photo_packages_is_not_found(tmp_path: Path, 
 def test_sample_dataset_rejects_a_source_that_is_no_image(tmp_path: Path) -> None:
     meta = _meta("imagenet-2012-val-sample")
     meta["images"] = [{"name": "readme.png", "package": "scikit-image", "module": "skimage",
-                       "path": "data/README.txt", "labels": [1]}]
+                       "path": "data/README.txt", "labels": [1], "primary": 1}]
     with pytest.raises(IntegrityError, match="not a readable image"):
         _install("imagenet-2012-val-sample", tmp_path / "i", meta=meta)
 
@@ -345,7 +350,8 @@ def test_sample_dataset_rejects_a_source_that_is_no_image(tmp_path: Path) -> Non
     [
         [{"name": "a.png", "package": "p", "module": "m", "path": "x", "labels": [1000]}],
         [{"name": "a.png", "package": "p", "module": "m", "path": "x"}],
-        [{"name": "a.png", "package": "p", "module": "m", "path": "x", "labels": [1]}] * 2,
+        [{"name": "a.png", "package": "p", "module": "m", "path": "x", "labels": [1], "primary": 1}] * 2,
+        [{"name": "a.png", "package": "p", "module": "m", "path": "x", "labels": [1, 2], "primary": 3}],
         [],
     ],
 )
