@@ -82,7 +82,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("generate", "submission", "ckx.runs.submission_actions:action_generate",
            "build an MLPerf submission tree from runs (--run makes them first)",
            "ckx generate submission --out=DIR [--run [--short]] [--system_type=edge|datacenter|datacenter,edge]"
-           " [--run_dirs=a,b] [--system.FIELD=V | @system.json] [--measurements.FIELD=V] [--division=closed|open]"
+           " [--run_dirs=a,b | --experiment=NAME] [--system.FIELD=V | @system.json] [--measurements.FIELD=V]"
+           " [--division=closed|open]"
            " [--program=NAME] [--offline] [--dep_add_tags.DEP=tags] [--env.VAR=V] [--force]", long=True),
     Action("check", "submission", "ckx.runs.submission_actions:action_check",
            "run the official MLPerf submission checker on a tree and show its verdict",

@@ -174,3 +174,33 @@ def test_time_10_ends_offline_within_25_s_after_find_performance(home):
     result = json.loads((run_dir / "result.json").read_text())
     assert result["user_confs"][-1] == found["found_conf"]  # the measured QPS sized the run
     assert result["loadgen"]["samples_per_query"] < 24576
+
+
+def test_a_tree_from_a_recorded_experiment_uses_its_runs(home, tree, monkeypatch):
+    from ckx.context import Context
+    from ckx.experiment import Repetition, record_point
+
+    _, data = tree
+    compliance_dirs = {Path(r["performance_run"]).parent.parent.parent for r in data["rows"]}
+    monkeypatch.setenv("CKX_HOME", str(home))
+    ctx = Context(quiet=True)
+    try:
+        for index, run_dir in enumerate(sorted(compliance_dirs | {Path(p) for p in _test04_dirs(home)})):
+            result = json.loads((run_dir / "result.json").read_text())
+            record_point(ctx, name="mlperf-short", choices={"program": "image-classification-onnx-cpu",
+                                                            "cmd_key": result["run"]["cmd_key"], "n": index},
+                         features={"hostname": "h"}, repetitions=[Repetition(result, run_dir=str(run_dir))])
+    finally:
+        ctx.close()
+    out = home / "from-experiment"
+    again = ckx_json(home, "generate", "submission", "--experiment=mlperf-short", f"--out={out}",
+                     "--system_type=datacenter,edge", f"@{home / 'system.json'}")
+    assert {r["scenario"]: r["performance_run"] for r in again["rows"]} == \
+        {r["scenario"]: r["performance_run"] for r in data["rows"]}
+    assert (scenario_dir(out, "Server") / "TEST04" / "verify_performance.txt").is_file()
+
+
+def _test04_dirs(home: Path) -> list[str]:
+    runs = home / "runs" / "image-classification-onnx-cpu"
+    return [str(d) for d in runs.iterdir()
+            if (d / "result.json").is_file() and (json.loads((d / "result.json").read_text()).get("audit") or {}).get("test") == "TEST04"]

@@ -72,6 +72,18 @@ def run_for_tree(ctx: Context, inp: Mapping[str, Any], scenarios: tuple[str, ...
     return dirs
 
 
+def experiment_run_dirs(ctx: Context, names: str) -> list[Path]:
+    """The run directories of every repetition recorded in the named experiments (comma-separated)."""
+    from ..experiment import load_experiment
+
+    dirs = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        experiment = load_experiment(ctx, name if ":" in name else f"experiment:{name}")
+        for point in experiment.points:
+            dirs += [Path(rep["run_dir"]) for rep in point.repetitions if rep.get("run_dir")]
+    return sorted(set(dirs))
+
+
 def _metric_text(metric: Any) -> str:
     if not isinstance(metric, dict) or metric.get("value") is None:
         return ""
@@ -80,7 +92,8 @@ def _metric_text(metric: Any) -> str:
 
 
 def action_generate(ctx: Context, inp: dict) -> dict:
-    """``ckx generate submission --out=DIR [--run [--short]] [--run_dirs=a,b] [--system.FIELD=V] [@system.json]``."""
+    """``ckx generate submission --out=DIR [--run [--short] | --run_dirs=a,b | --experiment=NAME]
+    [--system.FIELD=V] [@system.json]``."""
     out_value = inp.get("out")
     if not out_value or out_value is True:
         raise UsageError("'generate submission' needs --out=DIR")
@@ -97,6 +110,8 @@ def action_generate(ctx: Context, inp: dict) -> dict:
         dirs = run_for_tree(ctx, inp, scenarios, short=as_bool(inp.get("short"), "short"))
     elif inp.get("run_dirs"):
         dirs = [Path(p.strip()).expanduser() for p in str(inp["run_dirs"]).split(",") if p.strip()]
+    elif inp.get("experiment"):
+        dirs = experiment_run_dirs(ctx, str(inp["experiment"]))
     else:
         dirs = default_run_dirs(ctx, inp.get("program"))
     runs = collect_runs(dirs)
