@@ -27,6 +27,7 @@ DEFAULT_USER_CONF = Path(__file__).resolve().parent.parent / "user.conf"
 PROFILE_NAMES = ("mlperf-resnet50", "mlperf-resnet50-pytorch", "efficientnet-lite")
 NO_AUDIT_CONFIG = "no-audit.config"  # a name that never exists: LoadGen then applies no audit settings
 COMPLIANCE_TESTS = ("TEST01", "TEST04")
+SHORT_RUN_WARMUP_BATCH = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,8 +251,12 @@ def _run_loadgen(args: argparse.Namespace, dataset: Any, cache: Any, backend: An
     log_settings = build_log_settings(output, trace=args.debug)
     qsl = SampleLibrary(dataset, cache, profile=args.profile, layout=args.data_layout,
                         needs_input=backend.needs_input)
-    # warm up the batch sizes the run will use (an accuracy run never batches beyond the dataset)
+    # warm up the batch sizes the run will use (an accuracy run never batches beyond the dataset). A
+    # short run (--time) warms up on a small batch only: a full one would cost as much as a batch of the
+    # run itself, and a new batch size costs onnxruntime little; torch.compile needs every size it runs.
     largest = min(max_batch, len(dataset)) if accuracy else max_batch
+    if args.time is not None and not args.torch_compile:
+        largest = min(largest, SHORT_RUN_WARMUP_BATCH)
     backend.warmup(qsl.sample_shape, [1] if args.scenario == "SingleStream" else sorted({1, largest}))
     sut = create_sut(args.scenario, backend, qsl, max_batch=max_batch)
     qsl_handle = qsl.construct(settings.performance_sample_count_override)
