@@ -80,6 +80,15 @@ ACTIONS: tuple[Action, ...] = (
     Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points", "ckx show experiment:NAME", read_only=True),
     Action("replay", "experiment", "ckx.runs.replay:action_replay", "re-run a recorded point", "ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]", long=True),
     Action("export", "experiment", "ckx.runs.export:action_export", "export points as CSV or JSON", "ckx export experiment:NAME --format=csv|json [--out=FILE]", read_only=True),
+    Action("generate", "submission", "ckx.runs.submission_actions:action_generate",
+           "build an MLPerf submission tree from runs (--run makes them first)",
+           "ckx generate submission --out=DIR [--run [--short]] [--system_type=edge|datacenter|datacenter,edge]"
+           " [--run_dirs=a,b | --experiment=NAME] [--system.FIELD=V | @system.json] [--measurements.FIELD=V]"
+           " [--division=closed|open]"
+           " [--program=NAME] [--offline] [--dep_add_tags.DEP=tags] [--env.VAR=V] [--force]", long=True),
+    Action("check", "submission", "ckx.runs.submission_actions:action_check",
+           "run the official MLPerf submission checker on a tree and show its verdict",
+           "ckx check submission --dir=DIR [--version=v6.1]", long=True),
     Action("dashboard", None, "ckx.runs.dashboard:action_dashboard", "an HTML page of experiments",
            "ckx dashboard [experiment:NAME ...] [--tags=...] [--out=report.html] [--serve --port=N [--serve_for=S]]"),
     Action("serve", None, "ckx.web.server:action_serve", "serve the actions as a JSON web API", "ckx serve [--host=127.0.0.1] [--port=N] [--token=T]"),
