@@ -295,6 +295,11 @@ def test_sample_dataset_photos_are_three_channel_and_labelled(sample_dir: Path) 
     assert meta["env"]["CK_ENV_DATASET_IMAGENET_COUNT"] == str(len(declared))
     assert meta["env"]["CK_ENV_DATASET_IMAGENET_VAL"] == "{install_dir}/images"
     assert meta["env"]["CK_CAFFE_IMAGENET_VAL_TXT"] == "{install_dir}/val_map.txt"
+    # the single-label map: same photos, same order, one integer each, taken from the photo's set
+    single = [line.split(" ") for line in (sample_dir / "val_map_single_label.txt").read_text().splitlines()]
+    assert [name for name, _ in single] == [line.split(" ")[0] for line in lines]
+    assert all(label.isdigit() and int(label) in declared[name] for name, label in single)
+    assert meta["env"]["CK_CAFFE_IMAGENET_VAL_TXT_SINGLE_LABEL"] == "{install_dir}/val_map_single_label.txt"
 
 
 def test_sample_dataset_readme_gives_every_photos_provenance() -> None:
@@ -321,7 +326,7 @@ def test_sample_dataset_without_the_photo_packages_is_not_found(tmp_path: Path, 
 def test_sample_dataset_rejects_a_source_that_is_no_image(tmp_path: Path) -> None:
     meta = _meta("imagenet-2012-val-sample")
     meta["images"] = [{"name": "readme.png", "package": "scikit-image", "module": "skimage",
-                       "path": "data/README.txt", "labels": [1]}]
+                       "path": "data/README.txt", "labels": [1], "primary": 1}]
     with pytest.raises(IntegrityError, match="not a readable image"):
         _install("imagenet-2012-val-sample", tmp_path / "i", meta=meta)
 
@@ -331,7 +336,8 @@ def test_sample_dataset_rejects_a_source_that_is_no_image(tmp_path: Path) -> Non
     [
         [{"name": "a.png", "package": "p", "module": "m", "path": "x", "labels": [1000]}],
         [{"name": "a.png", "package": "p", "module": "m", "path": "x"}],
-        [{"name": "a.png", "package": "p", "module": "m", "path": "x", "labels": [1]}] * 2,
+        [{"name": "a.png", "package": "p", "module": "m", "path": "x", "labels": [1], "primary": 1}] * 2,
+        [{"name": "a.png", "package": "p", "module": "m", "path": "x", "labels": [1, 2], "primary": 3}],
         [],
     ],
 )
@@ -716,3 +722,41 @@ def test_synthetic_command_line_rejects_bad_options(tmp_path: Path, bad: list[st
     assert proc.returncode == 2, proc.stderr
     assert "usage: python -m harness.resnet50" in proc.stderr
     assert not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------------------------------------- MLPerf tools
+
+OFFICIAL_TOOLS = Path(__file__).resolve().parent.parent.parent / "shared" / "third_party" / "mlperf-inference"
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, timeout=60,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (OFFICIAL_TOOLS / "compliance").is_dir(), reason="no copy of the official tools")
+def test_mlperf_inference_src_clones_the_tag_and_keeps_the_tools(tmp_path: Path) -> None:
+    import shutil
+
+    remote = tmp_path / "inference"
+    shutil.copytree(OFFICIAL_TOOLS, remote)
+    _git("init", "-q", cwd=remote)
+    _git("add", "-A", cwd=remote)
+    _git("commit", "-qm", "tools", cwd=remote)
+    _git("tag", "v6.1", cwd=remote)
+    meta = _meta("mlperf-inference-src")
+    meta["git"] = {"url": str(remote), "tag": "v6.1"}
+    _install("mlperf-inference-src", tmp_path / "clone-install", meta=meta)
+    for name in meta["needed_files"]:
+        assert (tmp_path / "clone-install" / name).is_file(), name
+    assert not (tmp_path / "clone-install" / "clone").exists()
+    meta["git"]["tag"] = "v0.0-missing"
+    with pytest.raises(CkxError, match="git clone .* failed"):
+        _install("mlperf-inference-src", tmp_path / "bad-tag", meta=meta)
+    # --local_path=DIR: a directory on disk instead of a clone; anything else is refused
+    _install("mlperf-inference-src", tmp_path / "local", downloaded=OFFICIAL_TOOLS)
+    assert (tmp_path / "local" / "ckx-source.txt").read_text().startswith("local copy of")
+    with pytest.raises(CkxError, match="not an MLPerf inference source tree"):
+        _install("mlperf-inference-src", tmp_path / "wrong", downloaded=tmp_path / "clone-install" / "tools")

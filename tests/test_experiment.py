@@ -597,3 +597,15 @@ def test_benchmark_the_mlperf_program_with_the_null_backend(cli, cli_json, ckx_h
     assert len(rows) == 4
     assert all(not math.isnan(float(r["metrics.metric.value"])) for r in rows)
     assert {r["choices.env.MLPERF_THREADS"] for r in rows} == {"", "1"}
+
+
+def test_a_point_states_the_mlperf_rules_its_metric_follows(home_ctx, ckx_home):
+    rules = {"version": "v6.1", "loadgen_version": "6.0.17", "conf": "LoadGen built-in mlperf.conf",
+             "conf_sha1": "68cdba8667e971c3ae8f1617ba67fa56d01065b4"}
+    outcome = record_point(home_ctx, name="rules", choices=choices(), features=PLATFORM_A,
+                           repetitions=[Repetition(chars(10.0, mlperf_rules=rules))])
+    stored = load_points(experiment_dir(ckx_home, "rules"))[outcome.point.uid]
+    assert stored["metric"]["mlperf_rules"] == rules
+    plain = record_point(home_ctx, name="plain", choices=choices(), features=PLATFORM_A,
+                         repetitions=[Repetition(chars(10.0))])
+    assert "mlperf_rules" not in load_points(experiment_dir(ckx_home, "plain"))[plain.point.uid]["metric"]

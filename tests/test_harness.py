@@ -1,9 +1,11 @@
 """``python -m harness`` end to end on a dataset of real photos: null, onnxruntime and pytorch backends."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,8 @@ import numpy as np
 import pytest
 
 BASE = Path(__file__).resolve().parent.parent / "programs" / "image-classification-base"
+# LoadGen 6.0.17's built-in conf, as the official source tree ships it
+MLPERF_CONF = BASE.parent.parent.parent / "shared" / "third_party" / "mlperf-inference" / "loadgen" / "mlperf.conf"
 sys.path.insert(0, str(BASE))
 
 from harness import cli  # noqa: E402
@@ -106,16 +110,24 @@ def test_null_backend_performance_in_every_scenario(tmp_path, photos, cache_dir,
     assert (run / "mlperf_log_summary.txt").is_file() and (run / "mlperf_log_detail.txt").is_file()
     if scenario == "Offline":
         assert result["samples_per_second"] == result["metric"]["value"]
-        assert result["loadgen"]["samples_per_query"] == 24576  # the rules' minimum still applies
+        # --time bounds Offline too: expected QPS x duration samples, not the rules' 24,576
+        assert 2000 <= result["loadgen"]["samples_per_query"] < 24576
+        assert any("offline samples in the query" in r for r in result["invalid_reasons"])
     elif scenario == "Server":
         assert result["completed_qps"] > 0 and result["scheduled_qps"] > 0
         assert result["latency_ms"]["p99"] > 0
     elif scenario == "MultiStream":
         assert result["loadgen"]["samples_per_query"] == 8
         assert result["early_stopping"]["met"] in (True, False)
-    else:
-        assert result["latency_ms"]["p90"] == result["metric"]["value"]
-    assert scenario in done.stdout and "valid for submission: no" in done.stdout
+    else:  # the official metric is LoadGen's early-stopping estimate; the raw percentile stays beside it
+        estimate = result["early_stopping"]["p90_latency_ms"]
+        assert result["metric"]["value"] == (estimate or result["latency_ms"]["p90"])
+        assert result["metric"]["official"] is bool(estimate) and result["metric"]["raw"] == result["latency_ms"]["p90"]
+    assert result["mlperf_rules"]["version"] == "v6.1" and result["mlperf_rules"]["loadgen_version"] == "6.0.17"
+    assert result["mlperf_rules"]["conf_sha1"] == hashlib.sha1(MLPERF_CONF.read_bytes()).hexdigest()
+    assert result["audit"] is None
+    assert scenario in done.stdout and "valid for submission: no" in done.stdout and "rules v6.1" in done.stdout
+    assert re.search(r"^expected duration: about \d+ s", done.stdout, re.MULTILINE)
 
 
 def test_count_limits_the_dataset_and_the_queries(tmp_path, photos, cache_dir):
@@ -546,19 +558,19 @@ def test_settings_layer_builtin_conf_then_user_conf_then_options(tmp_path):
 
     conf = tmp_path / "user.conf"
     conf.write_text("*.Offline.target_qps = 40\n*.Offline.min_duration = 5000\n")
-    settings, rules = build_test_settings("resnet50", "Offline", accuracy=False, user_conf=conf,
+    settings, rules, _ = build_test_settings("resnet50", "Offline", accuracy=False, user_conf=conf,
                                           overrides=Overrides(), total_samples=10)
     assert (rules.min_duration_ms, rules.min_query_count, rules.performance_sample_count) == (600000, 24576, 1024)
     assert rules.qsl_rng_seed != 0 and rules.server_target_latency_ns == 15_000_000
     assert settings.offline_expected_qps == 40 and settings.min_duration_ms == 5000
     assert settings.performance_sample_count_override == 10  # capped at the dataset
     assert settings.mode == lg.TestMode.PerformanceOnly and settings.scenario == lg.TestScenario.Offline
-    settings, _ = build_test_settings("resnet50", "Offline", accuracy=True, user_conf=conf, total_samples=5000,
+    settings, _, _ = build_test_settings("resnet50", "Offline", accuracy=True, user_conf=conf, total_samples=5000,
                                       overrides=Overrides(qps=50, time_s=2, count=64))
     assert settings.offline_expected_qps == 50 and settings.min_duration_ms == 2000
     assert settings.max_duration_ms == 4500 and (settings.min_query_count, settings.max_query_count) == (64, 64)
     assert settings.performance_sample_count_override == 1024 and settings.mode == lg.TestMode.AccuracyOnly
-    settings, rules = build_test_settings("resnet50", "MultiStream", accuracy=False, user_conf=None,
+    settings, rules, _ = build_test_settings("resnet50", "MultiStream", accuracy=False, user_conf=None,
                                           total_samples=5000,
                                           overrides=Overrides(max_latency_s=0.1, samples_per_query=4))
     assert rules.min_query_count == 662 and rules.multi_stream_samples_per_query == 8
@@ -569,3 +581,27 @@ def test_settings_layer_builtin_conf_then_user_conf_then_options(tmp_path):
     log_settings = build_log_settings(tmp_path / "new" / "dir")
     assert (tmp_path / "new" / "dir").is_dir() and log_settings.enable_trace is False
     assert build_log_settings(tmp_path, trace=True).enable_trace is True
+
+
+def test_rules_v1_0_apply_the_round_over_the_user_conf_and_name_what_loadgen_6_cannot(tmp_path, photos, cache_dir):
+    run = tmp_path / "run"
+    done = run_harness(run, "--backend", "null", "--scenario", "MultiStream", "--dataset-path", str(photos),
+                       "--cache-dir", str(cache_dir), "--time", "1", "--count", "8", "--rules", "v1.0")
+    assert done.returncode == 0, done.stderr
+    result = read_result(run)
+    assert result["mlperf_rules"]["version"] == "v1.0" and "rules v1.0" in done.stdout
+    assert "min_query_count 270336" in result["mlperf_rules"]["applied"]
+    # the program's user.conf expects 320 ms per MultiStream query; v1.0's 50 ms bound replaces it
+    assert result["requested_settings"]["multi_stream_expected_latency_ns"] == 50_000_000
+    assert result["rules"]["min_query_count"] == 270_336
+    assert result["metric"]["name"] == "samples_per_query" and result["metric"]["value"] == 8
+    assert result["metric_v6_1"]["name"] == "p99_latency_ms"
+    reasons = result["invalid_reasons"]
+    assert any("LoadGen 6 ignores seed overrides, qsl_rng_seed" in r for r in reasons)
+    assert any("back to back" in r for r in reasons)
+    assert any("queries run 8 is below the rules' 270,336" in r for r in reasons)
+
+
+def test_an_unknown_rules_version_is_a_usage_error(tmp_path, photos, cache_dir):
+    done = run_harness(tmp_path / "run", "--backend", "null", "--dataset-path", str(photos), "--rules", "v0.5")
+    assert done.returncode == 2 and "--rules" in done.stderr

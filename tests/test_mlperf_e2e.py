@@ -111,7 +111,7 @@ def test_performance_keys_with_the_null_backend(home, scenario):
     assert result["backend"]["name"] == "null" and "model" not in data["choices"]["deps"]
     assert result["metric"]["value"] and result["metric"]["value"] > 0
     assert result["valid_for_submission"] is False and result["invalid_reasons"]
-    assert result["run"]["skipped_deps"] == ["model", "onnxruntime"]
+    assert result["run"]["skipped_deps"] == ["inference-src", "model", "onnxruntime"]
 
 
 @pytest.mark.parametrize("scenario", KEYS)

@@ -487,8 +487,17 @@ def test_mlperf_programs_argv_is_what_the_harness_parses(program_name, ctx, tmp_
         assert env["PYTHONPATH"].split(os.pathsep) == [str(base), "/site/dataset", "/site/python"]
     # the null backend: no model or framework dependency, and no --model
     specs, skipped = select_deps(program.meta["deps"], {"MLPERF_BACKEND": "null"}, {}, {}, source=program_name)
-    assert sorted(skipped) == sorted(["model", "onnxruntime" if backend == "onnxruntime" else "torch"])
+    assert sorted(skipped) == sorted(["inference-src", "model", "onnxruntime" if backend == "onnxruntime" else "torch"])
     assert sorted(specs) == ["cv2", "dataset", "dataset-aux", "loadgen", "numpy", "python"]
+    # a compliance key: the official tools become a dependency and the harness gets the test's name
+    specs, _ = select_deps(program.meta["deps"], {"MLPERF_COMPLIANCE": "TEST04"}, {}, {}, source=program_name)
+    assert "inference-src" in specs
+    source = FakeDep({"MLPERF_INFERENCE_SOURCE": "/src/inference"})
+    argv, _ = build_command(program, "compliance-test04-offline", [python, dataset, model, source], {},
+                            run_dir=tmp_path, cache_dir=tmp_path, base_env={})
+    args = parser.parse_args(argv[3:])
+    assert (args.compliance, args.scenario, args.inference_src) == ("TEST04", "Offline", "/src/inference")
+    assert not args.accuracy and args.rules == "v6.1" and not args.find_performance
     argv, _ = build_command(program, "performance-server", [python, dataset], {"MLPERF_BACKEND": "null"},
                             run_dir=tmp_path, cache_dir=tmp_path, base_env={})
     args = parser.parse_args(argv[3:])
@@ -533,3 +542,22 @@ def test_download_failure_names_both_ways_forward(toys, cli):
     hint = proc.stderr.split("hint:")[-1]
     assert "ckx install package:toy-weights --local_path=FILE" in hint
     assert "ckx run program:toy-dl --cmd_key=beta --offline" in hint
+
+
+def test_download_failure_suggests_the_programs_short_run(toys, cli):
+    package = toys / "packages" / "toy-weights-2"
+    package.mkdir(parents=True)
+    (package / "meta.json").write_text(json.dumps({
+        "alias": "toy-weights-2", "uid": "70e0000000000020", "schema_version": 1, "tags": ["toy-weights-2"],
+        "name": "weights of the toy", "version": "1", "soft": "toy.weights",
+        "source": {"kind": "download", "urls": ["http://127.0.0.1:9/toy2.bin"], "filename": "toy2.bin",
+                   "md5": "0123456789abcdef0123456789abcdef"},
+        "env": {"TOY_WEIGHTS": "{install_dir}/toy2.bin"},
+    }))
+    meta = dict(TOY_META, alias="toy-dl-short", uid="70e0000000000021", deps={"weights": {"tags": "toy-weights-2"}},
+                short_run_env={"EXTRA_OPS": "--time 10"})
+    write_entry(toys, "toy-dl-short", meta, {"toy.py": TOY_SCRIPT, "toyhelper.py": "VALUE = 1\n"})
+    proc = cli("run", "program:toy-dl-short", "--cmd_key=beta", timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    hint = proc.stderr.split("hint:")[-1]
+    assert "ckx run program:toy-dl-short --cmd_key=beta --offline --env.EXTRA_OPS='--time 10'" in hint

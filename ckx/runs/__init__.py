@@ -1,1 +1,1 @@
-"""Running programs, recording experiments from their results, and dashboards of them."""
+"""Running programs, recording experiments from their results, dashboards of them, and MLPerf submission trees."""

@@ -341,13 +341,16 @@ def _ck_choices(choices: Mapping[str, Any], pipeline: Mapping[str, Any]) -> dict
 
 
 def metric_info(reps: Sequence[Mapping[str, Any]]) -> dict:
-    """The headline metric's name and unit, and the run's scenario and mode, from the first repetition."""
+    """The headline metric's name and unit, the run's scenario and mode (and MLPerf rules), from the first repetition."""
     for rep in reps:
         chars = rep.get("characteristics") or {}
         metric = chars.get("metric")
         if isinstance(metric, dict):
-            return {"name": metric.get("name"), "unit": metric.get("unit"),
+            info = {"name": metric.get("name"), "unit": metric.get("unit"),
                     "scenario": chars.get("scenario"), "mode": chars.get("mode")}
+            if isinstance(chars.get("mlperf_rules"), dict):  # the MLPerf rules the metric is stated under
+                info["mlperf_rules"] = chars["mlperf_rules"]
+            return info
     return {}
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -555,7 +556,7 @@ def resolve_program_deps(
     try:
         return _resolve(ctx, specs, forced, offline), skipped
     except DownloadError as exc:
-        exc.hint = _download_ways_forward(ctx, exc, program.name, key, offline)
+        exc.hint = _download_ways_forward(ctx, exc, program.name, key, offline, meta.get("short_run_env"))
         raise
 
 
@@ -572,10 +573,12 @@ def record_result(ctx: Context, path: Path, run_section: Mapping[str, Any]) -> d
     return written if program_result else {}
 
 
-def _download_ways_forward(ctx: Context, exc: DownloadError, name: str, key: str, offline: bool) -> str:
+def _download_ways_forward(ctx: Context, exc: DownloadError, name: str, key: str, offline: bool,
+                           short_env: Any = None) -> str:
     """The hint for a dependency that could not be downloaded: --local_path, or the embedded defaults.
 
-    The installer names the package and variation on the error.
+    The installer names the package and variation on the error. A program's ``short_run_env`` (the
+    --env values of a short run) is added to the suggested command, so that trying it is quick.
     """
     package, variation = getattr(exc, "package", None), getattr(exc, "variation", None)
     target = f"package:{package}" if package else "package:NAME"
@@ -584,8 +587,10 @@ def _download_ways_forward(ctx: Context, exc: DownloadError, name: str, key: str
     ways = [f"fetch the file by other means and install it with 'ckx install {target} --local_path=FILE' "
             "(its checksum is still verified), then run again"]
     if not offline:
+        short = "".join(f" --env.{k}={shlex.quote(str(v))}" for k, v in sorted((short_env or {}).items())
+                        if isinstance(short_env, dict))
         ways.append(f"use the embedded defaults, which need no download: add --offline "
-                    f"(ckx run program:{name} --cmd_key={key} --offline)")
+                    f"(ckx run program:{name} --cmd_key={key} --offline{short})")
     return "; or ".join(ways)
 
 

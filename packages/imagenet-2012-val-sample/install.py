@@ -13,6 +13,7 @@ from ckx.core.errors import MetaError as _MetaError
 
 _TIMEOUT_S = 300
 _SPEC_KEYS = ("name", "package", "module", "path", "labels")
+_SINGLE_LABEL_MAP = "val_map_single_label.txt"
 
 
 def install(
@@ -38,7 +39,17 @@ def install(
         hints={4: "pip install scikit-image matplotlib (they ship the photos)"},
     )
     _verify(install_dir, images)
+    _write_single_label_map(install_dir, images)
     return {"CK_ENV_DATASET_IMAGENET_COUNT": str(len(images))}
+
+
+def _write_single_label_map(install_dir: _pathlib.Path, images: list[dict]) -> None:
+    """``val_map_single_label.txt``: the same photos in the same order, each with its one primary label.
+
+    The official accuracy script reads one integer label per line; submission runs score against this file.
+    """
+    lines = [f"{item['name']} {item['primary']}" for item in images]
+    (install_dir / _SINGLE_LABEL_MAP).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _image_spec(meta: dict) -> list[dict]:
@@ -54,6 +65,9 @@ def _image_spec(meta: dict) -> list[dict]:
         labels = item["labels"]
         if not labels or not all(isinstance(x, int) and 0 <= x < 1000 for x in labels):
             raise _MetaError(f"meta.json images[{index}] ({item['name']}): labels must be ImageNet-1k ids 0..999")
+        primary = item.get("primary")
+        if not isinstance(primary, int) or primary not in labels:
+            raise _MetaError(f"meta.json images[{index}] ({item['name']}): 'primary' must be one of its labels")
         if item["name"] in names:
             raise _MetaError(f"meta.json images: duplicate name {item['name']}")
         names.add(item["name"])

@@ -12,10 +12,12 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import HarnessError, InputNotFound, LoadGenError, ModelError, UsageError
+from .rules import DEFAULT_RULES, RULES_VERSIONS, check_rules, summary_text
 from .settings import SCENARIOS
 
 log = logging.getLogger("harness")
@@ -23,6 +25,9 @@ log = logging.getLogger("harness")
 DEFAULT_USER_CONF = Path(__file__).resolve().parent.parent / "user.conf"
 # The names of preprocess.PROFILES, listed here so that parsing options imports neither OpenCV nor numpy.
 PROFILE_NAMES = ("mlperf-resnet50", "mlperf-resnet50-pytorch", "efficientnet-lite")
+NO_AUDIT_CONFIG = "no-audit.config"  # a name that never exists: LoadGen then applies no audit settings
+COMPLIANCE_TESTS = ("TEST01", "TEST04")
+SHORT_RUN_WARMUP_BATCH = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-compile", action="store_true", help="pytorch: torch.compile with freezing")
     p.add_argument("--accuracy-meaningless", action="store_true",
                    help="the model has random weights: warn loudly in accuracy mode and record it")
+    p.add_argument("--rules", default=DEFAULT_RULES, choices=RULES_VERSIONS,
+                   help="MLPerf rules to follow and judge by (v6.1: LoadGen's built-in mlperf.conf)")
+    p.add_argument("--official-val-map",
+                   help="single-label val map in the same order, as the official accuracy script reads it")
+    p.add_argument("--compliance", choices=COMPLIANCE_TESTS,
+                   help="run this compliance test with its official audit.config, then its run_verification.py")
+    p.add_argument("--compliance-results",
+                   help="results directory to verify against (performance/run_1, accuracy); default: run them first")
+    p.add_argument("--inference-src", help="MLPerf inference source tree (compliance/, tools/)")
+    p.add_argument("--find-performance", action="store_true",
+                   help="measure the QPS and latency to aim at and write them to a user.conf the next runs use")
+    p.add_argument("--found-conf-dir",
+                   help="where --find-performance keeps its user.conf; later runs read it after --user-conf")
     return p
 
 
@@ -108,23 +126,44 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputNotFound(f"model file not found: {args.model}")  # before minutes of preprocessing
 
 
-def _user_conf(args: argparse.Namespace) -> Path | None:
-    """``--user-conf`` if given ('' for none), else the program's user.conf next to this package."""
+def _user_confs(args: argparse.Namespace) -> list[Path]:
+    """``--user-conf`` if given ('' for none), else the program's user.conf next to this package;
+    then the conf that a find-performance run wrote for this set-up, if there is one."""
+    from .findperf import found_conf_path
+
     if args.user_conf is None:
-        return DEFAULT_USER_CONF if DEFAULT_USER_CONF.is_file() else None
-    return Path(args.user_conf) if args.user_conf else None
+        confs = [DEFAULT_USER_CONF] if DEFAULT_USER_CONF.is_file() else []
+    else:
+        confs = [Path(args.user_conf)] if args.user_conf else []
+    found = found_conf_path(args)
+    if found is not None and found.is_file() and not args.find_performance:
+        confs.append(found)
+    return confs
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run one test as ``args`` say; returns the result.json content (also written to the output dir)."""
+@dataclass
+class Prepared:
+    """What every LoadGen test of one harness process shares: dataset, crop cache, loaded backend."""
+
+    args: argparse.Namespace
+    dataset: Any
+    cache: Any
+    backend: Any
+    user_confs: list[Path]
+    threads: int
+    max_batch: int
+    preprocessed_now: int
+    started: float
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """Check the options, load the dataset, fill the crop cache and load the model."""
     from .backends import create_backend
     from .dataset import load_dataset
-    from .fileio import write_json_atomic
     from .preprocess import CropCache, available_cores, crop_params_for
-    from .result import build_result
-    from .settings import Overrides, build_test_settings
 
     _check_args(args)
+    check_rules(args.rules)
     started = time.time()
     output = Path(args.output) if args.output else Path.cwd()
     output.mkdir(parents=True, exist_ok=True)
@@ -133,13 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log.warning("!" * 72)
         log.warning("ACCURACY IS MEANINGLESS: this model has random weights; the figure below is noise")
         log.warning("!" * 72)
-
     dataset = load_dataset(args.dataset_path, args.dataset_list, count=args.count)
-    user_conf = _user_conf(args)
-    overrides = Overrides(count=args.count, time_s=args.time, qps=args.qps, max_latency_s=args.max_latency,
-                          samples_per_query=args.samples_per_query)
-    settings, rules = build_test_settings(args.model_name, args.scenario, accuracy=args.accuracy,
-                                          user_conf=user_conf, overrides=overrides, total_samples=len(dataset))
     cache = CropCache(args.cache_dir or output / "preprocessed", crop_params_for(args.profile))
     report = cache.ensure(dataset.samples)
     log.info("dataset: %d images (%d preprocessed now, %d from cache)", len(dataset), report.computed, report.reused)
@@ -150,22 +183,65 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     backend.load(args.model)
     max_batch = min(args.max_batchsize, backend.max_batch or args.max_batchsize)
+    return Prepared(args, dataset, cache, backend, _user_confs(args), threads, max_batch, report.computed, started)
 
-    stats = _run_loadgen(args, dataset, cache, backend, settings, output, max_batch)
-    accuracy = _score(args, dataset, output) if args.accuracy else None
+
+def run_test(prep: Prepared, output: Path, *, accuracy: bool, audit_config: Path | None = None) -> dict[str, Any]:
+    """One LoadGen test into ``output`` (created); returns its result.json content (also written there)."""
+    from .fileio import write_json_atomic
+    from .result import build_result
+    from .settings import Overrides, build_test_settings, expected_duration_s
+
+    args = prep.args
+    output.mkdir(parents=True, exist_ok=True)
+    overrides = Overrides(count=args.count, time_s=args.time, qps=args.qps, max_latency_s=args.max_latency,
+                          samples_per_query=args.samples_per_query)
+    settings, rules, applied = build_test_settings(args.model_name, args.scenario, accuracy=accuracy,
+                                                   user_conf=prep.user_confs, overrides=overrides,
+                                                   total_samples=len(prep.dataset), rules_version=args.rules)
+    expected = expected_duration_s(settings, args.scenario, accuracy=accuracy, total_samples=len(prep.dataset))
+    print(f"expected duration: about {expected:.0f} s ({args.scenario} {'accuracy' if accuracy else 'performance'}"
+          f"{', with audit.config' if audit_config else ''})", flush=True)
+    started = time.time()
+    stats = _run_loadgen(args, prep.dataset, prep.cache, prep.backend, settings, output, prep.max_batch,
+                         accuracy=accuracy, audit_config=audit_config)
+    scored = _score(args, prep.dataset, output) if accuracy else None
     stats["total_seconds"] = round(time.time() - started, 3)
-    extra = _description(args, dataset, cache, backend, settings, user_conf, threads, max_batch)
-    extra["dataset"]["preprocessed_now"] = report.computed
+    stats["expected_seconds"] = round(expected, 3)
+    extra = _description(args, prep, settings)
+    extra["dataset"]["preprocessed_now"] = prep.preprocessed_now
     extra["harness"] = stats
-    result = build_result(scenario=args.scenario, accuracy_mode=args.accuracy, log_dir=output, rules=rules,
-                          accuracy=accuracy, accuracy_meaningless=args.accuracy_meaningless, extra=extra)
+    result = build_result(scenario=args.scenario, accuracy_mode=accuracy, log_dir=output, rules=rules,
+                          accuracy=scored, accuracy_meaningless=args.accuracy_meaningless, extra=extra,
+                          rules_version=args.rules, rules_applied=applied, audit=audit_config is not None)
+    write_json_atomic(output / "result.json", result)
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one test as ``args`` say (a compliance test runs its references first); returns result.json."""
+    from .fileio import write_json_atomic
+
+    prep = prepare(args)
+    output = Path(args.output) if args.output else Path.cwd()
+    if args.find_performance:
+        from .findperf import find_performance
+
+        result = find_performance(prep, output, run_test)
+    elif args.compliance:
+        from .compliance import run_compliance
+
+        result = run_compliance(prep, output, run_test)
+    else:
+        result = run_test(prep, output, accuracy=args.accuracy)
+    result.setdefault("harness", {})["process_seconds"] = round(time.time() - prep.started, 3)
     write_json_atomic(output / "result.json", result)
     _print_summary(result)
     return result
 
 
 def _run_loadgen(args: argparse.Namespace, dataset: Any, cache: Any, backend: Any, settings: Any, output: Path,
-                 max_batch: int) -> dict[str, Any]:
+                 max_batch: int, *, accuracy: bool, audit_config: Path | None) -> dict[str, Any]:
     """Warm up, run LoadGen with the scenario's SUT, and return the harness's own counters."""
     import mlperf_loadgen as lg
 
@@ -175,19 +251,25 @@ def _run_loadgen(args: argparse.Namespace, dataset: Any, cache: Any, backend: An
     log_settings = build_log_settings(output, trace=args.debug)
     qsl = SampleLibrary(dataset, cache, profile=args.profile, layout=args.data_layout,
                         needs_input=backend.needs_input)
-    # warm up the batch sizes the run will use (an accuracy run never batches beyond the dataset)
-    largest = min(max_batch, len(dataset)) if args.accuracy else max_batch
+    # warm up the batch sizes the run will use (an accuracy run never batches beyond the dataset). A
+    # short run (--time) warms up on a small batch only: a full one would cost as much as a batch of the
+    # run itself, and a new batch size costs onnxruntime little; torch.compile needs every size it runs.
+    largest = min(max_batch, len(dataset)) if accuracy else max_batch
+    if args.time is not None and not args.torch_compile:
+        largest = min(largest, SHORT_RUN_WARMUP_BATCH)
     backend.warmup(qsl.sample_shape, [1] if args.scenario == "SingleStream" else sorted({1, largest}))
     sut = create_sut(args.scenario, backend, qsl, max_batch=max_batch)
     qsl_handle = qsl.construct(settings.performance_sample_count_override)
     log.info("running %s %s with %s (%d threads, max batch %d)", args.scenario,
-             "accuracy" if args.accuracy else "performance", backend.name, backend.threads, max_batch)
+             "accuracy" if accuracy else "performance", backend.name, backend.threads, max_batch)
     for stale in ("mlperf_log_detail.txt", "mlperf_log_summary.txt", "mlperf_log_accuracy.json"):
         (output / stale).unlink(missing_ok=True)
     sut.start()
     test_started = time.time()
     try:
-        lg.StartTestWithLogSettings(sut.handle, qsl_handle, settings, log_settings)
+        # an explicit audit file name: LoadGen would otherwise pick up any audit.config in the working directory
+        audit = os.fspath(audit_config) if audit_config else os.fspath(output / NO_AUDIT_CONFIG)
+        lg.StartTestWithLogSettings(sut.handle, qsl_handle, settings, log_settings, audit)
     finally:
         sut.stop()
         sut.close()
@@ -201,8 +283,12 @@ def _run_loadgen(args: argparse.Namespace, dataset: Any, cache: Any, backend: An
 
 
 def _score(args: argparse.Namespace, dataset: Any, output: Path) -> dict[str, Any]:
-    """Score the accuracy log in-process; print the official line and write accuracy.txt."""
-    from .accuracy import compute_accuracy_for
+    """Score the accuracy log in-process; print the line and write accuracy.txt.
+
+    With ``--official-val-map`` (one label per image, the file the official script reads) the log
+    is scored against it too: that line is the one a submission's accuracy.txt must equal.
+    """
+    from .accuracy import compute_accuracy, compute_accuracy_for
     from .fileio import write_text_atomic
 
     scored = compute_accuracy_for(output / "mlperf_log_accuracy.json", dataset)
@@ -211,15 +297,23 @@ def _score(args: argparse.Namespace, dataset: Any, output: Path) -> dict[str, An
     write_text_atomic(output / "accuracy.txt", line + "\n")
     if args.accuracy_meaningless:
         log.warning("ACCURACY IS MEANINGLESS (random weights): %s", line)
-    return {"top1": scored.top1, "good": scored.good, "total": scored.total, "expected": len(dataset),
-            "empty_responses": scored.empty, "meaningless": bool(args.accuracy_meaningless)}
+    record = {"top1": scored.top1, "good": scored.good, "total": scored.total, "expected": len(dataset),
+              "empty_responses": scored.empty, "meaningless": bool(args.accuracy_meaningless)}
+    official_map = args.official_val_map or None
+    if official_map:
+        single = compute_accuracy(output / "mlperf_log_accuracy.json", official_map)
+        record["single_label"] = {"val_map": os.fspath(Path(official_map).resolve()), "line": single.line(),
+                                  "top1": single.top1, "good": single.good, "total": single.total}
+        print(f"single-label val map: {single.line()}", flush=True)
+    return record
 
 
-def _description(args: argparse.Namespace, dataset: Any, cache: Any, backend: Any, settings: Any,
-                 user_conf: Path | None, threads: int, max_batch: int) -> dict[str, Any]:
+def _description(args: argparse.Namespace, prep: Prepared, settings: Any) -> dict[str, Any]:
     """What ran, for result.json: model, backend, dataset, settings asked for, versions."""
     from .settings import describe_settings
 
+    dataset, cache, backend, confs = prep.dataset, prep.cache, prep.backend, prep.user_confs
+    threads, max_batch = prep.threads, prep.max_batch
     backend_info = backend.describe()
     backend_info["max_batchsize"] = max_batch
     return {
@@ -228,11 +322,14 @@ def _description(args: argparse.Namespace, dataset: Any, cache: Any, backend: An
                   "accuracy_meaningless": bool(args.accuracy_meaningless), "data_layout": args.data_layout},
         "backend": backend_info,
         "dataset": {"path": os.fspath(dataset.root.resolve()), "list": os.fspath(dataset.list_path.resolve()),
-                    "count": len(dataset), "cache_dir": os.fspath(cache.directory.resolve())},
+                    "count": len(dataset), "cache_dir": os.fspath(cache.directory.resolve()),
+                    "single_label_list": (os.fspath(Path(args.official_val_map).resolve())
+                                          if args.official_val_map else None)},
         "threads": threads,
         "max_batchsize": max_batch,
         "requested_settings": describe_settings(settings),
-        "user_conf": os.fspath(user_conf) if user_conf else None,
+        "user_conf": os.fspath(confs[0]) if confs else None,
+        "user_confs": [os.fspath(conf) for conf in confs],
         "versions": _versions(args.backend),
     }
 
@@ -242,9 +339,14 @@ def _print_summary(result: dict[str, Any]) -> None:
     value = metric.get("value")
     shown = f"{value:.3f}" if isinstance(value, float) else str(value)
     verdict = "VALID" if result["valid"] else "INVALID"
-    print(f"{result['scenario']} {result['mode']}: {metric.get('name')}={shown} {metric.get('unit', '')} "
-          f"(LoadGen: {verdict}; valid for submission: {'yes' if result['valid_for_submission'] else 'no'})",
-          flush=True)
+    rules = summary_text(result["mlperf_rules"]) if result.get("mlperf_rules") else "rules unknown"
+    audit = f", audit {result['audit']['test']}" if result.get("audit") else ""
+    print(f"{result['scenario']} {result['mode']}{audit}: {metric.get('name')}={shown} {metric.get('unit', '')} "
+          f"(LoadGen: {verdict}; valid for submission: {'yes' if result['valid_for_submission'] else 'no'}; "
+          f"{rules})", flush=True)
+    compliance = result.get("compliance")
+    if compliance:
+        print(f"{compliance['test']} verification: {'PASS' if compliance['passed'] else 'FAIL'}", flush=True)
     for reason in result["invalid_reasons"]:
         print(f"  - {reason}", flush=True)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FormatError, InputNotFound
+from .rules import DEFAULT_RULES, round_violations, rules_record
 from .settings import Rules
 
 SCHEMA_VERSION = 1
@@ -106,16 +107,41 @@ def performance_figures(scenario: str, detail: DetailLog, summary: dict[str, str
         out["metric"] = {"name": "qps", "value": value, "unit": "queries/s"}
         out["early_stopping"] = {"met": v.get("early_stopping_met"), "result": v.get("early_stopping_result")}
     elif scenario == "SingleStream":
-        out["metric"] = {"name": "p90_latency_ms", "value": latency["p90"], "unit": "ms"}
+        estimate = _ms(v.get("early_stopping_latency_ss")) or None  # 0 when too few queries for an estimate
+        out["metric"] = _latency_metric("p90_latency_ms", estimate, latency["p90"], "early_stopping_latency_ss")
         out["early_stopping"] = {"met": v.get("early_stopping_met"), "result": v.get("early_stopping_result"),
-                                 "p90_latency_ms": _ms(v.get("early_stopping_latency_ss"))}
+                                 "p90_latency_ms": estimate}
         out["qps_with_loadgen_overhead"] = _number(v.get("result_qps_with_loadgen_overhead"))
         out["qps_without_loadgen_overhead"] = _number(v.get("result_qps_without_loadgen_overhead"))
     elif scenario == "MultiStream":
-        out["metric"] = {"name": "p99_latency_ms", "value": latency["p99"], "unit": "ms"}
+        estimate = _ms(v.get("early_stopping_latency_ms")) or None
+        out["metric"] = _latency_metric("p99_latency_ms", estimate, latency["p99"], "early_stopping_latency_ms")
         out["early_stopping"] = {"met": v.get("early_stopping_met"), "result": v.get("early_stopping_result"),
-                                 "p99_latency_ms": _ms(v.get("early_stopping_latency_ms"))}
+                                 "p99_latency_ms": estimate}
     return out
+
+
+def _latency_metric(name: str, estimate: float | None, raw: float | None, key: str) -> dict[str, Any]:
+    """The official latency metric: LoadGen's early-stopping estimate, or the raw percentile without one."""
+    if estimate is not None:
+        return {"name": name, "value": estimate, "unit": "ms", "official": True, "source": key, "raw": raw}
+    return {"name": name, "value": raw, "unit": "ms", "official": False, "raw": raw,
+            "source": f"raw percentile (LoadGen gave no {key}: too few queries)"}
+
+
+def v1_0_metric(scenario: str, figures: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The v1.0 headline metric: raw p90 (SingleStream), samples per query (MultiStream), else as v6.1."""
+    latency = figures.get("latency_ms") or {}
+    if scenario == "SingleStream":
+        return {"name": "p90_latency_ms", "value": latency.get("p90"), "unit": "ms", "official": True,
+                "source": "raw p90 (v1.0)"}
+    if scenario == "MultiStream":
+        return {"name": "samples_per_query", "value": values.get("effective_samples_per_query"), "unit": "samples",
+                "official": True, "source": "samples per query under the 50 ms bound (v1.0)"}
+    if scenario == "Server":
+        return {"name": "qps", "value": figures.get("scheduled_qps"), "unit": "queries/s", "official": True,
+                "source": "scheduled samples per second (v1.0)"}
+    return dict(figures["metric"])
 
 
 def loadgen_verdict(detail: DetailLog, summary: dict[str, str]) -> tuple[bool, list[str]]:
@@ -192,12 +218,18 @@ def build_result(
     accuracy: dict[str, Any] | None = None,
     accuracy_meaningless: bool = False,
     extra: dict[str, Any] | None = None,
+    rules_version: str = DEFAULT_RULES,
+    rules_applied: list[str] | None = None,
+    audit: bool = False,
 ) -> dict[str, Any]:
     """Assemble result.json from the logs in ``log_dir`` and what the harness knows.
 
     ``valid`` is LoadGen's verdict (in accuracy mode: every sample scored, no LoadGen error);
     ``valid_for_submission`` also requires the rules (duration, query counts, seeds), a
     performance run and a meaningful model; ``invalid_reasons`` lists every shortfall.
+    ``mlperf_rules`` names the rules followed (``rules_version``; ``rules_applied`` the values the
+    harness set for them); under v1.0 what LoadGen 6 cannot do that way is a reason too. ``audit``
+    marks a compliance run (an audit.config was in effect): never a submission's performance run.
     Raises InputNotFound if LoadGen wrote no detail log, FormatError if it holds nothing.
     """
     directory = Path(log_dir)
@@ -211,7 +243,9 @@ def build_result(
         "mode": "accuracy" if accuracy_mode else "performance",
         "loadgen": effective_settings(detail),
         "rules": rules.to_dict(),
+        "mlperf_rules": rules_record(rules_version, detail.values, list(rules_applied or ())),
         "loadgen_errors": list(detail.errors),
+        "audit": {"test": None, "audit_config": True} if audit else None,
     }
     reasons: list[str] = []
     if accuracy_mode:
@@ -228,6 +262,12 @@ def build_result(
         valid, loadgen_reasons = loadgen_verdict(detail, summary)
         reasons.extend(loadgen_reasons)
         reasons.extend(rule_violations(scenario, detail, rules))
+        if rules_version != DEFAULT_RULES:
+            result["metric_v6_1"] = result["metric"]
+            result["metric"] = v1_0_metric(scenario, result, detail.values)
+            reasons.extend(round_violations(rules_version, scenario, detail.values, result.get("latency_ms") or {}))
+    if audit:
+        reasons.append("audit run: an audit.config was in effect (a compliance test, not a submission run)")
     if accuracy_meaningless:
         reasons.append("the model has random weights: its accuracy is meaningless")
     result["valid"] = valid

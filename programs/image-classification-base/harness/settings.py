@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import mlperf_loadgen as lg
 
 from .errors import FormatError, InputNotFound, UsageError
+from .rules import DEFAULT_RULES, V1_0, apply_round
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,7 @@ SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 NS_PER_S = 1_000_000_000
 MAX_DURATION_FACTOR = 1.25
 MAX_DURATION_SLACK_MS = 2000
+OFFLINE_MARGIN = 1.1  # LoadGen issues 10% more Offline samples than expected QPS x min duration
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,27 @@ def _rules_of(settings: lg.TestSettings) -> Rules:
     )
 
 
+def round_rules(builtin: Rules, version: str, scenario: str) -> Rules:
+    """The rules to judge a run by: the built-in values, with the older round's counts and bounds."""
+    if version == DEFAULT_RULES:
+        return builtin
+    values = V1_0[scenario]
+    changed = replace(builtin, min_query_count=values.min_query_count or builtin.min_query_count)
+    if scenario == "Server" and values.latency_bound_ms is not None:
+        changed = replace(changed, server_target_latency_ns=int(values.latency_bound_ms * 1_000_000))
+    return changed
+
+
 def build_test_settings(
     model_name: str,
     scenario: str,
     *,
     accuracy: bool,
-    user_conf: str | os.PathLike | None,
+    user_conf: str | os.PathLike | Sequence[str | os.PathLike] | None,
     overrides: Overrides,
     total_samples: int,
-) -> tuple[lg.TestSettings, Rules]:
+    rules_version: str = DEFAULT_RULES,
+) -> tuple[lg.TestSettings, Rules, list[str]]:
     """TestSettings for one run, and the rules (built-in values) to judge it against.
 
     ``--count N`` sets min and max query count (for Offline: the samples in its one query);
@@ -84,26 +99,33 @@ def build_test_settings(
     (:func:`max_duration_for`); ``--qps`` the Server target and Offline expected QPS;
     ``--max-latency S`` the Server target latency (and MultiStream expected latency);
     ``--samples-per-query`` the MultiStream query size. The performance sample count is capped at
-    the dataset size. Raises InputNotFound / FormatError for a missing / unparsable user.conf.
+    the dataset size. Several user confs are read in order (later values win). ``rules_version`` other than v6.1 sets that round's values after the conf
+    files (:func:`rules.apply_round`); the third value returned lists them. Under ``--time`` an
+    Offline run's one query holds as many samples as the expected QPS gives in that time, not the
+    rules' minimum. Raises InputNotFound / FormatError for a missing / unparsable user.conf.
     """
     if scenario not in SCENARIOS:
         raise UsageError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     settings = lg.TestSettings()
     if settings.FromConfig("", model_name, scenario, 0) < 0:
         raise FormatError(f"LoadGen could not read its built-in mlperf.conf for {model_name}/{scenario}")
-    rules = _rules_of(settings)
-    if user_conf:
-        conf = Path(user_conf)
+    rules = round_rules(_rules_of(settings), rules_version, scenario)
+    confs = [user_conf] if isinstance(user_conf, (str, os.PathLike)) else list(user_conf or ())
+    for item in confs:
+        conf = Path(item)
         if not conf.is_file():
             raise InputNotFound(f"user.conf not found: {conf}")
         if settings.FromConfig(os.fspath(conf), model_name, scenario, 2) < 0:
             raise FormatError(f"LoadGen could not parse {conf} (expected lines like '*.Offline.target_qps = 26')")
     settings.scenario = getattr(lg.TestScenario, scenario)
     settings.mode = lg.TestMode.AccuracyOnly if accuracy else lg.TestMode.PerformanceOnly
+    applied = apply_round(settings, rules_version, scenario, accuracy=accuracy)
     _apply(settings, overrides)
+    if scenario == "Offline" and overrides.time_s is not None and overrides.count is None:
+        settings.min_query_count = 1  # the sample count then follows from expected QPS x duration
     if settings.performance_sample_count_override == 0 or settings.performance_sample_count_override > total_samples:
         settings.performance_sample_count_override = total_samples
-    return settings, rules
+    return settings, rules, applied
 
 
 def _apply(settings: lg.TestSettings, o: Overrides) -> None:
@@ -141,6 +163,31 @@ def max_duration_for(min_duration_ms: int) -> int:
     INVALID at random). A margin keeps short runs bounded and their verdict stable.
     """
     return int(min_duration_ms * MAX_DURATION_FACTOR) + MAX_DURATION_SLACK_MS
+
+
+def offline_sample_count(settings: lg.TestSettings) -> int:
+    """The samples LoadGen puts in an Offline run's one query: the min count, or expected QPS x duration."""
+    from_duration = math.ceil(settings.min_duration_ms / 1000 * settings.offline_expected_qps * OFFLINE_MARGIN)
+    return max(int(settings.min_query_count), from_duration)
+
+
+def expected_duration_s(settings: lg.TestSettings, scenario: str, *, accuracy: bool, total_samples: int) -> float:
+    """How long LoadGen will run, from the settings' expectations (Offline is not capped by max duration)."""
+    if accuracy:
+        return total_samples / max(float(settings.offline_expected_qps), 1e-9)
+    if scenario == "Offline":
+        return offline_sample_count(settings) / max(float(settings.offline_expected_qps), 1e-9)
+    per_query_s = {
+        "SingleStream": settings.single_stream_expected_latency_ns / NS_PER_S,
+        "MultiStream": settings.multi_stream_expected_latency_ns / NS_PER_S,
+        "Server": 1 / max(float(settings.server_target_qps), 1e-9),
+    }[scenario]
+    seconds = max(settings.min_duration_ms / 1000, settings.min_query_count * per_query_s)
+    if settings.max_duration_ms:
+        seconds = min(seconds, settings.max_duration_ms / 1000)
+    if settings.max_query_count:
+        seconds = min(seconds, max(settings.min_duration_ms / 1000, settings.max_query_count * per_query_s))
+    return seconds
 
 
 def describe_settings(settings: lg.TestSettings) -> dict[str, Any]:
