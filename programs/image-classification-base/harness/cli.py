@@ -23,6 +23,11 @@ log = logging.getLogger("harness")
 DEFAULT_USER_CONF = Path(__file__).resolve().parent.parent / "user.conf"
 # The names of preprocess.PROFILES, listed here so that parsing options imports neither OpenCV nor numpy.
 PROFILE_NAMES = ("mlperf-resnet50", "mlperf-resnet50-pytorch", "efficientnet-lite")
+# The names of backends.BACKEND_NAMES, for the same reason; each backend's framework and its pip extra.
+BACKEND_NAMES = ("onnxruntime", "pytorch", "null", "tensorflow", "tvm", "openvino")
+FRAMEWORKS = {"onnxruntime": "onnxruntime", "pytorch": "torch", "tensorflow": "tensorflow", "tvm": "tvm",
+              "openvino": "openvino"}
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scenario", default="SingleStream", choices=SCENARIOS, help="LoadGen scenario")
     p.add_argument("--accuracy", action="store_true", help="accuracy mode: every sample once, then score")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "pytorch", "null"))
-    p.add_argument("--model", help="model file (.onnx for onnxruntime; .pth/.pt for pytorch)")
+    p.add_argument("--backend", default="onnxruntime", choices=BACKEND_NAMES)
+    p.add_argument("--model", help="model file (.onnx for onnxruntime, tvm, openvino; .pth/.pt for pytorch; "
+                                   ".pb or a SavedModel directory for tensorflow)")
+    p.add_argument("--precision", default="fp32", type=lambda v: v or "fp32", choices=PRECISIONS,
+                   help="compute precision: bf16 (pytorch autocast, openvino hint) needs AMX or AVX-512 bf16; "
+                        "int8 runs a quantized model")
+    p.add_argument("--model-report", help="the model package's quantization report (its accuracy gate "
+                                          "goes into result.json)")
+    p.add_argument("--compiled-cache", help="where tvm and openvino keep compiled models "
+                                            "(default: CACHE_DIR/../compiled)")
+    p.add_argument("--tune-trials", type=int, default=0, help="tvm: MetaSchedule trials per batch size (0: untuned)")
     p.add_argument("--model-name", default="resnet50", help="model name for mlperf.conf/user.conf lookup")
     p.add_argument("--profile", default="mlperf-resnet50", choices=PROFILE_NAMES,
                    help="preprocessing: crop pipeline and input normalisation")
@@ -86,26 +100,34 @@ def _versions(backend_name: str) -> dict[str, str]:
         versions["loadgen"] = importlib.metadata.version("mlcommons-loadgen")
     except importlib.metadata.PackageNotFoundError:
         versions["loadgen"] = "unknown"
-    if backend_name == "onnxruntime":
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
-    elif backend_name == "pytorch":
-        import torch
-
-        versions["torch"] = torch.__version__
+    framework = FRAMEWORKS.get(backend_name)
+    if framework:
+        distribution = {"tvm": "apache-tvm", "tensorflow": "tensorflow-cpu"}.get(framework, framework)
+        try:
+            versions[framework] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            versions[framework] = "unknown"
     return versions
 
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.max_batchsize <= 0:
         raise UsageError(f"--max-batchsize must be positive, got {args.max_batchsize}")
+    if args.tune_trials < 0:
+        raise UsageError(f"--tune-trials must be 0 or more, got {args.tune_trials}")
     if args.threads is not None and args.threads <= 0:
         raise UsageError(f"--threads must be positive, got {args.threads}")
     if args.backend != "null" and not args.model:
         raise UsageError(f"the {args.backend} backend needs --model")
-    if args.model and args.backend != "null" and not Path(args.model).is_file():
+    if args.model and args.backend != "null" and not Path(args.model).exists():
         raise InputNotFound(f"model file not found: {args.model}")  # before minutes of preprocessing
+
+
+def _compiled_cache(args: argparse.Namespace, output: Path) -> Path:
+    """``--compiled-cache``, else ``compiled`` beside the crop cache (or in the output directory)."""
+    if args.compiled_cache:
+        return Path(args.compiled_cache)
+    return Path(args.cache_dir).parent / "compiled" if args.cache_dir else output / "compiled"
 
 
 def _user_conf(args: argparse.Namespace) -> Path | None:
@@ -146,7 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     backend = create_backend(
         args.backend, threads=threads, label_offset=args.label_offset, layout=args.data_layout,
         input_name=args.input_name, output_name=args.output_name, provider=args.provider,
-        torch_compile=args.torch_compile,
+        torch_compile=args.torch_compile, precision=args.precision, scenario=args.scenario,
+        compiled_cache=_compiled_cache(args, output), tune_trials=args.tune_trials,
     )
     backend.load(args.model)
     max_batch = min(args.max_batchsize, backend.max_batch or args.max_batchsize)
@@ -222,10 +245,14 @@ def _description(args: argparse.Namespace, dataset: Any, cache: Any, backend: An
 
     backend_info = backend.describe()
     backend_info["max_batchsize"] = max_batch
+    model = {"path": os.fspath(Path(args.model).resolve()) if args.model else None, "name": args.model_name,
+             "profile": args.profile, "label_offset": args.label_offset,
+             "accuracy_meaningless": bool(args.accuracy_meaningless), "data_layout": args.data_layout,
+             "precision": args.precision}
+    if args.model_report:
+        model["accuracy_gate"] = _accuracy_gate(Path(args.model_report))
     return {
-        "model": {"path": os.fspath(Path(args.model).resolve()) if args.model else None, "name": args.model_name,
-                  "profile": args.profile, "label_offset": args.label_offset,
-                  "accuracy_meaningless": bool(args.accuracy_meaningless), "data_layout": args.data_layout},
+        "model": model,
         "backend": backend_info,
         "dataset": {"path": os.fspath(dataset.root.resolve()), "list": os.fspath(dataset.list_path.resolve()),
                     "count": len(dataset), "cache_dir": os.fspath(cache.directory.resolve())},
@@ -237,6 +264,17 @@ def _description(args: argparse.Namespace, dataset: Any, cache: Any, backend: An
     }
 
 
+def _accuracy_gate(path: Path) -> dict[str, Any]:
+    """The accuracy gate a quantized model package recorded (agreement with its fp32 parent)."""
+    import json
+
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        return dict(report["gate"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputNotFound(f"model report {path} is missing or has no 'gate': {exc}") from None
+
+
 def _print_summary(result: dict[str, Any]) -> None:
     metric = result.get("metric") or {}
     value = metric.get("value")
@@ -245,6 +283,10 @@ def _print_summary(result: dict[str, Any]) -> None:
     print(f"{result['scenario']} {result['mode']}: {metric.get('name')}={shown} {metric.get('unit', '')} "
           f"(LoadGen: {verdict}; valid for submission: {'yes' if result['valid_for_submission'] else 'no'})",
           flush=True)
+    gate = (result.get("model") or {}).get("accuracy_gate")
+    if gate:
+        print(f"accuracy gate ({gate.get('parent_precision', 'fp32')} parent): "
+              f"{'passed' if gate.get('passed') else 'FAILED'}: {gate.get('statement', '')}", flush=True)
     for reason in result["invalid_reasons"]:
         print(f"  - {reason}", flush=True)
 
