@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", choices=BACKEND_NAMES)
     p.add_argument("--model", help="model file (.onnx for onnxruntime, tvm, openvino; .pth/.pt for pytorch; "
                                    ".pb or a SavedModel directory for tensorflow)")
-    p.add_argument("--precision", default="fp32", type=lambda v: v or "fp32", choices=PRECISIONS,
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="compute precision: bf16 (pytorch autocast, openvino hint) needs AMX or AVX-512 bf16; "
-                        "int8 runs a quantized model")
+                        "int8 runs a quantized model (default: int8 for an int8 --model-precision, else fp32)")
+    p.add_argument("--model-precision", default="fp32", help="the precision the model file is stored in")
     p.add_argument("--model-report", help="the model package's quantization report (its accuracy gate "
                                           "goes into result.json)")
     p.add_argument("--compiled-cache", help="where tvm and openvino keep compiled models "
@@ -147,6 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .settings import Overrides, build_test_settings
 
     _check_args(args)
+    args.precision = args.precision or ("int8" if args.model_precision == "int8" else "fp32")
     started = time.time()
     output = Path(args.output) if args.output else Path.cwd()
     output.mkdir(parents=True, exist_ok=True)
