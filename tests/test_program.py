@@ -498,7 +498,7 @@ def test_mlperf_program_deps_follow_offline_and_synthetic_choices(ctx):
 
     onnx = load_program(ctx, "program:mlperf-inference-bench-image-classification-onnx-cpu")
     specs, _ = select_deps(onnx.meta["deps"], {"MLPERF_BACKEND": "onnxruntime"}, {"model": "synthetic"}, {}, source="t")
-    assert specs["model"]["tags"] == "model,image-classification,resnet50,onnx,synthetic"
+    assert specs["model"]["tags"] == "model,image-classification,resnet50,onnx,synthetic,-int8"
     assert "offline_tags" not in specs["model"]
     assert specs["dataset"]["offline_tags"] == "dataset,imagenet,val,sample"
     assert specs["dataset-aux"]["skip_if_env"] == ["CK_CAFFE_IMAGENET_VAL_TXT"]

@@ -1,7 +1,8 @@
 """Install hook of the derived model packages: run the harness module the meta's ``derive`` names on the parent model."""
-# Shared, file for file, by the int8 (harness.quantize) and TensorFlow (harness.onnx_to_tf) model packages.
+# Shared, file for file, by the derived model packages: int8 (harness.quantize, harness.torch_int8) and
+# TensorFlow (harness.onnx_to_tf).
 # meta.json ``derive``: {"module": "harness.quantize", "parent_env": "CK_ENV_ONNX_MODEL_ONNX_FILEPATH",
-#  "out": "model.onnx", "args": ["--profile", "{env:ML_MODEL_PROFILE}", ...]} ; ``{env:NAME}`` takes a
+#  "parent_option": "--onnx" (the default), "out": "model.onnx", "args": ["--profile", "{env:ML_MODEL_PROFILE}", ...]} ; ``{env:NAME}`` takes a
 # variable of the dependencies' environment, ``{install_dir}`` the directory being installed and
 # ``{package_dir}`` this package's entry (files it ships, such as MLPerf's calibration list).
 
@@ -43,7 +44,8 @@ def install(
     if not parent or not _pathlib.Path(parent).is_file():
         raise _NotFound(f"the parent model ({derive['parent_env']}) is not available: {parent!r}",
                         hint="its package is a dependency of this one; reinstall that package")
-    argv = [python, "-m", str(derive["module"]), "--onnx", parent, "--out", str(install_dir / str(derive["out"])),
+    option = str(derive.get("parent_option", "--onnx"))
+    argv = [python, "-m", str(derive["module"]), option, parent, "--out", str(install_dir / str(derive["out"])),
             "--report", str(install_dir / _REPORT)]
     argv += [_expand(str(a), env, {"install_dir": install_dir, "package_dir": package_dir})
              for a in derive.get("args", [])]

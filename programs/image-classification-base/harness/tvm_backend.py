@@ -146,7 +146,10 @@ class TVMBackend(Backend):
         pipeline = relax.pipeline.static_shape_tuning_pipeline(
             total_trials=trials, target=target, work_dir=os.fspath(work_dir),
             max_trials_per_task=max(1, min(trials, 64)) if trials else None)
-        return pipeline(mod)
+        try:
+            return pipeline(mod)
+        except Exception as exc:  # MetaSchedule raises RuntimeError / TVMError from its builders and runners
+            raise ModelError(f"TVM tuning of {self.model_path} failed: {_first_line(exc)}") from None
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
