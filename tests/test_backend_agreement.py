@@ -96,27 +96,21 @@ def _tiny_onnx(path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_tvm_reuses_its_compiled_library_and_its_tuning_database(tmp_path):
+def test_tvm_reuses_its_compiled_library_for_the_same_model_target_and_batch(tmp_path):
     pytest.importorskip("tvm")
     from harness.backends import create_backend
 
     model = _tiny_onnx(tmp_path / "tiny.onnx")
     batch = np.random.default_rng(6).standard_normal((2, 3, 16, 16)).astype(np.float32)
     runs = []
-    for trials in (0, 0, 4):
-        backend = create_backend("tvm", threads=1, compiled_cache=tmp_path / "cache", tune_trials=trials)
+    for _ in range(2):
+        backend = create_backend("tvm", threads=1, compiled_cache=tmp_path / "cache")
         backend.load(model)
         backend.warmup((3, 16, 16), [2])
         runs.append(backend)
-    assert runs[0].compiled_now == [2] and runs[1].compiled_now == [] and runs[2].compiled_now == [2]
-    assert not runs[2].database_reused
-    assert np.allclose(runs[0].outputs(batch), runs[2].outputs(batch), atol=1e-5)
-    for library in (tmp_path / "cache" / "tvm").glob("*-t4-*.so"):
-        library.unlink()  # the tuned library is gone; its database is not
-    again = create_backend("tvm", threads=1, compiled_cache=tmp_path / "cache", tune_trials=4)
-    again.load(model)
-    again.warmup((3, 16, 16), [2])
-    assert again.compiled_now == [2] and again.database_reused
+    assert runs[0].compiled_now == [2] and runs[1].compiled_now == []
+    assert np.array_equal(runs[0].outputs(batch), runs[1].outputs(batch))
+    assert len(list((tmp_path / "cache" / "tvm").glob("*-b2-t0-*.so"))) == 1
 
 
 @pytest.mark.parametrize(("backend", "module", "extra"), [

@@ -23,6 +23,7 @@ from .errors import ModelError, PrecisionUnsupported
 log = logging.getLogger(__name__)
 
 DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+TUNE_TIMEOUT_S = 6 * 3600
 
 
 class TVMBackend(Backend):
@@ -138,18 +139,35 @@ class TVMBackend(Backend):
         from tvm import relax
 
         work_dir = self._cache_root() / "tuning" / self._key(batch)
-        reuse = all((work_dir / f).is_file() and (work_dir / f).stat().st_size > 0 for f in DATABASE_FILES)
+        reuse = _has_database(work_dir)
         self.database_reused = self.database_reused or reuse
-        trials = 0 if reuse else self.tune_trials
-        log.info("tvm: %s for batch %d (%s)", "applying the tuning database" if reuse else
-                 f"tuning {trials} trials", batch, work_dir)
-        pipeline = relax.pipeline.static_shape_tuning_pipeline(
-            total_trials=trials, target=target, work_dir=os.fspath(work_dir),
-            max_trials_per_task=max(1, min(trials, 64)) if trials else None)
+        if not reuse:
+            self._tune_in_child(batch, work_dir)
+        log.info("tvm: applying the tuning database for batch %d (%s)", batch, work_dir)
+        pipeline = relax.pipeline.static_shape_tuning_pipeline(total_trials=0, target=target,
+                                                               work_dir=os.fspath(work_dir))
+        return pipeline(mod)
+
+    def _tune_in_child(self, batch: int, work_dir: Path) -> None:
+        """Tune in a child process: a crash of the tuner becomes a ModelError, not the end of the run."""
+        import subprocess
+        import sys
+
+        log.info("tvm: tuning %d trials for batch %d (%s)", self.tune_trials, batch, work_dir)
+        argv = [sys.executable, "-m", f"{__package__}.tvm_backend", "--onnx", os.fspath(self.model_path),
+                "--batch", str(batch), "--target", json.dumps(self.target), "--trials", str(self.tune_trials),
+                "--work-dir", os.fspath(work_dir)]
+        base = os.fspath(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [base, os.environ.get("PYTHONPATH")]))}
         try:
-            return pipeline(mod)
-        except Exception as exc:  # MetaSchedule raises RuntimeError / TVMError from its builders and runners
-            raise ModelError(f"TVM tuning of {self.model_path} failed: {_first_line(exc)}") from None
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=TUNE_TIMEOUT_S, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            raise ModelError(f"TVM tuning ({self.tune_trials} trials) did not finish within {TUNE_TIMEOUT_S} s") from None
+        if done.returncode != 0 or not _has_database(work_dir):
+            how = (f"crashed (signal {-done.returncode})" if done.returncode < 0 else
+                   f"failed (exit {done.returncode}): " + (done.stderr.strip().splitlines() or ["no output"])[-1][:300])
+            raise ModelError(f"TVM tuning of {self.model_path.name} {how} in TVM {self.version}",
+                             hint="run untuned: leave MLPERF_TVM_TUNE_TRIALS empty")
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -181,3 +199,44 @@ def _folded_onnx(path: Path) -> Any:
         except Exception as exc:  # onnxruntime's own error types
             raise ModelError(f"cannot read ONNX model {path}: {_first_line(exc)}") from None
         return onnx.load(options.optimized_model_filepath)
+
+
+def _has_database(work_dir: Path) -> bool:
+    return all((work_dir / f).is_file() and (work_dir / f).stat().st_size > 0 for f in DATABASE_FILES)
+
+
+def tune(onnx_path: Path, batch: int, target: dict[str, object], trials: int, work_dir: Path) -> None:
+    """MetaSchedule tuning of the model at ``batch``: writes the database into ``work_dir``."""
+    import onnx  # noqa: F401  (the importer needs it)
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model = _folded_onnx(onnx_path)
+    initialisers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initialisers]
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][1:]
+    mod = from_onnx(model, shape_dict={inputs[0].name: [batch, *dims]}, keep_params_in_input=False)
+    pipeline = relax.pipeline.static_shape_tuning_pipeline(
+        total_trials=trials, target=tvm.target.Target(target), work_dir=os.fspath(work_dir),
+        max_trials_per_task=max(1, min(trials, 64)))
+    pipeline(mod)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.tvm_backend --onnx M --batch N --target JSON --trials T --work-dir D``: tune."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.tvm_backend", description=main.__doc__)
+    parser.add_argument("--onnx", required=True)
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--target", required=True, help="the TVM target as JSON")
+    parser.add_argument("--trials", type=int, required=True)
+    parser.add_argument("--work-dir", required=True)
+    args = parser.parse_args(argv)
+    tune(Path(args.onnx), args.batch, json.loads(args.target), args.trials, Path(args.work_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
