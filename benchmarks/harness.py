@@ -5,11 +5,15 @@
 # - onnxruntime: raw batched throughput (no LoadGen) vs the harness's Offline samples/s;
 #   raw batch-1 median latency vs the harness's SingleStream p90;
 # - the highest Server QPS the null backend sustains VALID at the 15 ms p99 bound (searched upward);
-# - pytorch: the same two comparisons against a raw eager loop (channels_last, inference_mode).
+# - pytorch: the same two comparisons against a raw eager loop (channels_last, inference_mode);
+# - with ``--backends``: TensorFlow (the same weights converted by harness.onnx_to_tf) Offline against a raw
+#   TF loop; TVM Offline, untuned and tuned (``--tvm-trials``), against raw onnxruntime fp32; onnxruntime
+#   int8 (QDQ by harness.quantize) Offline against the harness's fp32 Offline; PyTorch bf16 against fp32
+#   (where the CPU has bf16); OpenVINO int8, bf16 and f32 Offline against OpenVINO's own raw loop.
 #
 # Each figure is the median of ``--reps`` repetitions; raw loops run before and after each harness run. Prints a
 # Markdown table and writes it to benchmarks/out/harness.md. ``--quick`` fits in a few minutes.
-# Usage: ``python benchmarks/harness.py [--quick] [--reps N] [--skip-torch] [--skip-server]``
+# Usage: ``python benchmarks/harness.py [--quick] [--reps N] [--skip-torch] [--skip-server] [--backends]``
 from __future__ import annotations
 
 import argparse
@@ -219,6 +223,137 @@ def server_search(work: Path, common: list[str], seconds: float, start_qps: floa
     return best, trail
 
 
+def timed_loop(run, batches: int) -> float:
+    """Seconds per call of ``run()`` over ``batches`` calls after one warm-up call."""
+    run()
+    start = time.perf_counter()
+    for _ in range(batches):
+        run()
+    return (time.perf_counter() - start) / batches
+
+
+def raw_tf_throughput(graph: Path, threads: int, x_nhwc: np.ndarray, samples: int) -> float:
+    """Images/s of a plain TensorFlow loop on the frozen graph (threads as the harness sets them)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(graph.read_bytes())
+    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+    fn = wrapped.prune(wrapped.graph.as_graph_element("input_tensor:0"), wrapped.graph.as_graph_element("ArgMax:0"))
+    x = tf.constant(x_nhwc)
+    return len(x_nhwc) / timed_loop(lambda: fn(x).numpy(), max(1, samples // len(x_nhwc)))
+
+
+def raw_ov_throughput(model: Path, threads: int, x: np.ndarray, samples: int, hint: str | None) -> float:
+    """Images/s of a plain OpenVINO loop: one synchronous request, the whole batch, ``threads`` threads."""
+    import openvino as ov
+
+    config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads}
+    if hint:
+        config["INFERENCE_PRECISION_HINT"] = hint
+    request = ov.Core().compile_model(str(model), "CPU", config).create_infer_request()
+    return len(x) / timed_loop(lambda: request.infer({0: x}), max(1, samples // len(x)))
+
+
+def raw_torch_bf16_throughput(pth: Path, threads: int, batch_input: np.ndarray, samples: int) -> float:
+    """Images/s of the eager loop under bf16 autocast."""
+    import torch
+
+    model = torch_model(pth, threads)
+    x = torch.from_numpy(batch_input).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return len(batch_input) / timed_loop(lambda: model(x).argmax(1), max(1, samples // len(batch_input)))
+
+
+def backend_rows(work: Path, dataset: Path, onnx_path: Path, pth_path: Path, common: list[str], args: argparse.Namespace,
+                 reps: int, samples: int) -> list[tuple[str, str, str, str, str]]:
+    """The rows of the TensorFlow, TVM, int8, bf16 and OpenVINO comparisons (medians of ``reps``)."""
+    from harness import onnx_to_tf, quantize
+    from harness.cpu import has_bf16, has_vnni
+
+    graph = work / "resnet50_seeded.pb"
+    graph.write_bytes(onnx_to_tf.convert(onnx_path)[0])
+    int8_path = work / "resnet50_seeded_int8.onnx"
+    calibration = quantize.choose_calibration(dataset, dataset / "val_map.txt", None)
+    quantize.quantize(onnx_path, int8_path, quantize.calibration_inputs(calibration, "mlperf-resnet50", variants=8),
+                      reduce_range=not has_vnni())
+    x = real_batch(dataset, args.batch)
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    ort = ["--backend", "onnxruntime", "--model", str(onnx_path)]
+    offline = {
+        "tf": ["--backend", "tensorflow", "--model", str(graph), "--data-layout", "NHWC", "--output-name", "ArgMax:0"],
+        "tvm": ["--backend", "tvm", "--model", str(onnx_path), "--compiled-cache", str(work / "compiled")],
+        "tvm_tuned": ["--backend", "tvm", "--model", str(onnx_path), "--compiled-cache", str(work / "compiled"),
+                      "--tune-trials", str(args.tvm_trials)],
+        "ort_int8": ["--backend", "onnxruntime", "--model", str(int8_path), "--precision", "int8"],
+        "ov_int8": ["--backend", "openvino", "--model", str(int8_path), "--precision", "int8"],
+        "ov_f32": ["--backend", "openvino", "--model", str(onnx_path)],
+    }
+    if has_bf16():
+        offline["ov_bf16"] = ["--backend", "openvino", "--model", str(onnx_path), "--precision", "bf16"]
+        offline["pt_bf16"] = ["--backend", "pytorch", "--model", str(pth_path), "--precision", "bf16"]
+        offline["pt_fp32"] = ["--backend", "pytorch", "--model", str(pth_path)]
+    if not args.tvm_trials:
+        offline.pop("tvm_tuned")
+    raw_of = {
+        "ort": lambda: raw_ort_throughput(onnx_path, args.threads, x, samples),
+        "tf": lambda: raw_tf_throughput(graph, args.threads, x_nhwc, samples),
+        "ov_int8": lambda: raw_ov_throughput(int8_path, args.threads, x, samples, None),
+        "ov_f32": lambda: raw_ov_throughput(onnx_path, args.threads, x, samples, "f32"),
+        "ov_bf16": lambda: raw_ov_throughput(onnx_path, args.threads, x, samples, "bf16"),
+        "pt_bf16": lambda: raw_torch_bf16_throughput(pth_path, args.threads, x, samples),
+    }
+    slow = {"tvm": max(args.batch, samples // 8), "tvm_tuned": max(args.batch, samples // 4)}  # untuned TVM is slow
+    harness: dict[str, list[float]] = {k: [] for k in ("ort", *offline)}
+    raw: dict[str, list[float]] = {k: [] for k in raw_of if k == "ort" or k in offline}
+    if "tvm_tuned" in offline:  # tune once, outside the timed repetitions; the database is reused after
+        print(f"tvm: tuning {args.tvm_trials} trials per batch size", file=sys.stderr, flush=True)
+        harness_offline(work, common, offline["tvm_tuned"], args.batch, args.batch)
+    for rep in range(reps):
+        for key in harness:
+            if key.startswith("tvm") and rep >= args.tvm_reps:
+                continue  # untuned TVM takes minutes a run on two cores
+            print(f"[rep {rep + 1}/{reps}] {key}", file=sys.stderr, flush=True)
+            before = raw_of[key]() if key in raw else None
+            harness[key].append(harness_offline(work, common, ort if key == "ort" else offline[key], args.batch,
+                                                slow.get(key, samples)))
+            if before is not None:
+                raw[key].append((before + raw_of[key]()) / 2)
+    m = {k: median(v) for k, v in harness.items()}
+    r = {k: median(v) for k, v in raw.items()}
+    ort_raw = r["ort"]
+    rows = [("TensorFlow Offline (same weights, frozen NHWC graph)", f"raw TF {r['tf']:.2f} img/s",
+             f"{m['tf']:.2f} img/s", f"{m['tf'] / r['tf']:.3f}", ">= 0.97 of raw TF"),
+            (f"TVM Offline, untuned (llvm, this CPU; {min(reps, args.tvm_reps)} rep)", f"raw onnxruntime fp32 {ort_raw:.2f} img/s",
+             f"{m['tvm']:.2f} img/s", f"{m['tvm'] / ort_raw:.3f}", "stated against onnxruntime fp32")]
+    if "tvm_tuned" in m:
+        rows.append((f"TVM Offline, tuned ({args.tvm_trials} MetaSchedule trials)", f"raw onnxruntime fp32 {ort_raw:.2f} img/s",
+                     f"{m['tvm_tuned']:.2f} img/s", f"{m['tvm_tuned'] / ort_raw:.3f}", "goal >= 0.9 of onnxruntime fp32"))
+    rows.append((f"onnxruntime int8 Offline (QDQ, per-channel, reduce_range {'off' if has_vnni() else 'on: no VNNI'})",
+                 f"harness onnxruntime fp32 {m['ort']:.2f} img/s", f"{m['ort_int8']:.2f} img/s",
+                 f"{m['ort_int8'] / m['ort']:.3f}", ">= 3x harness fp32"))
+    if "pt_bf16" in m:
+        rows.append(("PyTorch bf16 autocast Offline", f"harness PyTorch fp32 {m['pt_fp32']:.2f} img/s",
+                     f"{m['pt_bf16']:.2f} img/s", f"{m['pt_bf16'] / m['pt_fp32']:.3f}", ">= 2.5x PyTorch fp32"))
+    else:
+        rows.append(("PyTorch bf16 autocast Offline", "refused: no AMX / AVX-512 bf16 on this CPU", "-", "-",
+                     ">= 2.5x PyTorch fp32"))
+    for key, label in (("ov_int8", "OpenVINO int8 (the QDQ model)"), ("ov_bf16", "OpenVINO bf16 hint"),
+                       ("ov_f32", "OpenVINO f32 hint")):
+        if key in m:
+            rows.append((f"{label} Offline", f"raw OpenVINO {r[key]:.2f} img/s", f"{m[key]:.2f} img/s "
+                         f"({m[key] / ort_raw:.2f}x raw onnxruntime fp32)", f"{m[key] / r[key]:.3f}", ">= 0.97 of raw OpenVINO"))
+    fastest = max((k for k in m if k != "ort"), key=lambda k: m[k])
+    rows.append(("fastest path through ckx", f"raw onnxruntime fp32 {ort_raw:.2f} img/s", f"{fastest}: {m[fastest]:.2f} img/s",
+                 f"{m[fastest] / ort_raw:.2f}x", ">= 4.3x onnxruntime fp32 (int8)"))
+    return rows
+
+
 def median(values: list[float]) -> float:
     """The median of ``values``."""
     return float(statistics.median(values))
@@ -233,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="Offline batch size (raw loop and harness)")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--skip-base", action="store_true", help="only the --backends rows")
+    parser.add_argument("--backends", action="store_true", help="also TensorFlow, TVM, int8, bf16 and OpenVINO rows")
+    parser.add_argument("--tvm-trials", type=int, default=0, help="MetaSchedule trials for the tuned TVM row (0: no row)")
+    parser.add_argument("--tvm-reps", type=int, default=3, help="repetitions of the TVM rows (untuned TVM is slow)")
     args = parser.parse_args(argv)
     reps = args.reps or (2 if args.quick else 3)
     offline_samples = 48 if args.quick else 160
@@ -255,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         figures: dict[str, list[float]] = {k: [] for k in (
             "ort_raw_tput", "ort_h_tput", "ort_raw_lat", "ort_raw_lat90", "ort_h_p90",
             "pt_raw_tput", "pt_h_tput", "pt_raw_lat", "pt_raw_lat90", "pt_h_p90")}
-        for rep in range(reps):
+        for rep in range(0 if args.skip_base else reps):
             # raw loops run before AND after each harness run and are averaged, so that a neighbour's
             # burst on this shared machine weighs on both sides of a ratio
             print(f"[rep {rep + 1}/{reps}] onnxruntime", file=sys.stderr, flush=True)
@@ -295,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"{fw} SingleStream latency", f"median {raw_l:.1f} ms (p90 {raw_l90:.1f})",
                          f"p90 {h_p90:.1f} ms ({peak(1000 / h_p90)} of peak; {h_p90 / raw_l90:.3f} x raw p90)",
                          f"{h_p90 / raw_l:.3f}", "<= 1.05"))
-        if not args.skip_server:
+        if args.backends:
+            rows += backend_rows(work, dataset, onnx_path, pth_path, common, args, reps, offline_samples)
+        if not args.skip_server and not args.skip_base:
             print("server search (null backend)", file=sys.stderr, flush=True)
             best, trail = server_search(work, common, server_seconds, 20000)
             tried = ", ".join(f"{q / 1000:.0f}k{'' if ok else ' INVALID'}" for q, ok, _, _ in trail)

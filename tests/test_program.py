@@ -431,7 +431,12 @@ def test_narrowing_to_nothing_is_a_resolution_error(toy_envs, cli):
 
 
 # -- the built-in MLPerf programs: their argv must be what the harness accepts ------------------------
-MLPERF_PROGRAMS = ("image-classification-onnx-cpu", "image-classification-pytorch-cpu")
+MLPERF_PROGRAMS = ("image-classification-onnx-cpu", "image-classification-pytorch-cpu", "image-classification-tf-cpu",
+                   "image-classification-tvm-cpu", "image-classification-openvino-cpu")
+MLPERF_BACKENDS = {"onnx": "onnxruntime", "pytorch": "pytorch", "tf": "tensorflow", "tvm": "tvm", "openvino": "openvino"}
+# the framework dependencies each program drops for the null backend
+MLPERF_FRAMEWORK_DEPS = {"onnxruntime": ["onnxruntime"], "pytorch": ["torch"], "tensorflow": ["tensorflow"],
+                         "tvm": ["onnx", "onnxruntime", "tvm"], "openvino": ["openvino"]}
 MLPERF_KEYS = [f"{mode}-{scenario}" for mode in ("accuracy", "performance")
                for scenario in ("offline", "server", "singlestream", "multistream")]
 SCENARIOS = {"offline": "Offline", "server": "Server", "singlestream": "SingleStream", "multistream": "MultiStream"}
@@ -469,7 +474,7 @@ def test_mlperf_programs_argv_is_what_the_harness_parses(program_name, ctx, tmp_
     dataset = FakeDep({"CK_ENV_DATASET_IMAGENET_VAL": "/d/images", "CK_CAFFE_IMAGENET_VAL_TXT": "/d/val_map.txt",
                        "PYTHONPATH": "/site/dataset"})
     python = FakeDep({"PYTHONPATH": "/site/python"}, soft="compiler.python", full_path="/usr/bin/python3.11")
-    backend = "onnxruntime" if "onnx" in program_name else "pytorch"
+    backend = MLPERF_BACKENDS[program_name.split("-")[2]]
     for key in MLPERF_KEYS:
         argv, env = build_command(program, key, [python, dataset, model], {"MLPERF_THREADS": "2"}, run_dir=tmp_path,
                                   cache_dir=tmp_path / "cache", base_env={})
@@ -487,7 +492,7 @@ def test_mlperf_programs_argv_is_what_the_harness_parses(program_name, ctx, tmp_
         assert env["PYTHONPATH"].split(os.pathsep) == [str(base), "/site/dataset", "/site/python"]
     # the null backend: no model or framework dependency, and no --model
     specs, skipped = select_deps(program.meta["deps"], {"MLPERF_BACKEND": "null"}, {}, {}, source=program_name)
-    assert sorted(skipped) == sorted(["inference-src", "model", "onnxruntime" if backend == "onnxruntime" else "torch"])
+    assert sorted(skipped) == sorted(["inference-src", "model", *MLPERF_FRAMEWORK_DEPS[backend]])
     assert sorted(specs) == ["cv2", "dataset", "dataset-aux", "loadgen", "numpy", "python"]
     # a compliance key: the official tools become a dependency and the harness gets the test's name
     specs, _ = select_deps(program.meta["deps"], {"MLPERF_COMPLIANCE": "TEST04"}, {}, {}, source=program_name)
@@ -509,7 +514,7 @@ def test_mlperf_program_deps_follow_offline_and_synthetic_choices(ctx):
 
     onnx = load_program(ctx, "program:mlperf-inference-bench-image-classification-onnx-cpu")
     specs, _ = select_deps(onnx.meta["deps"], {"MLPERF_BACKEND": "onnxruntime"}, {"model": "synthetic"}, {}, source="t")
-    assert specs["model"]["tags"] == "model,image-classification,resnet50,onnx,synthetic"
+    assert specs["model"]["tags"] == "model,image-classification,resnet50,onnx,-int8,synthetic"
     assert "offline_tags" not in specs["model"]
     assert specs["dataset"]["offline_tags"] == "dataset,imagenet,val,sample"
     assert specs["dataset-aux"]["skip_if_env"] == ["CK_CAFFE_IMAGENET_VAL_TXT"]

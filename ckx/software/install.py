@@ -39,11 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from ckx.core.cid import Cid
 from ckx.store.context import Context
+from ckx.store.entry import load_meta
+from ckx.store.generic import resolve_entry
 from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, IntegrityError, MetaError, NotFound, UsageError
 from ckx.software.hooks import call_hook, load_hooks
 from ckx.software.environment import env_text, merge_env, render_text
-from ckx.store.index import Query
+from ckx.store.index import EntryRecord, Query
 from ckx.software.packages import Candidate, same_version
 from ckx.software.detect import detect_soft
 from ckx.software.envs import EnvRecord, ResolvedDep, delete_env, find_envs, record_env
@@ -70,6 +73,24 @@ STAGING_PREFIX = ".staging-"
 
 
 # --------------------------------------------------------------------------- install hooks
+
+
+def hook_file(ctx: Context, record: EntryRecord) -> Path | None:
+    """The ``install.py`` of a package entry, else that of its nearest base entry that has one.
+
+    Packages that differ only in their meta (the derived int8 and TensorFlow models) share one hook this
+    way; the hook still receives the package's own directory as ``package_dir``.
+    """
+    seen: set[str] = set()
+    while True:
+        path = record.path / HOOK_FILE
+        if path.is_file():
+            return path
+        base = load_meta(record.meta_path).get("base")
+        if not base or record.cid in seen:
+            return None
+        seen.add(record.cid)
+        record = resolve_entry(ctx, Cid(module=record.module, entry=str(base)))
 
 
 def load_hook(path: Path) -> Callable[..., Any]:
@@ -239,8 +260,8 @@ class _Installation:
             env = dependency_environment(resolved)
             ctx.info(f"installing {candidate.label} into {tools}")
             downloaded, version, extra = self._obtain(env, python)
-            hook_path = candidate.record.path / HOOK_FILE
-            if hook_path.is_file():
+            hook_path = hook_file(ctx, candidate.record)
+            if hook_path is not None:
                 hook = load_hook(hook_path)
                 extra.update(run_hook(
                     hook, hook_path, install_dir=self.stage, package_dir=candidate.record.path, meta=self.meta,
@@ -435,7 +456,7 @@ class _Installation:
         assert self.final is not None
         install_dir = str(self.final)
         env = self._render_env({"install_dir": install_dir})
-        hook = self.candidate.record.path / HOOK_FILE
+        hook = hook_file(self.ctx, self.candidate.record) or self.candidate.record.path / HOOK_FILE
         env.update({key: render_text(value, {"install_dir": install_dir}, where=f"{hook}: {HOOK_FUNCTION}() value {key}")
                     for key, value in extra.items()})
         full_path = str(self.final / self.main_file) if self.main_file else install_dir

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ckx.core.cid import Cid
 from ckx.core.errors import Ambiguous, CkxError, MetaError, NotFound, UsageError
 from ckx.store.context import Context
-from ckx.store.entry import deep_merge, normalise_tags, validate_meta
+from ckx.store.entry import deep_merge, load_meta, normalise_tags, validate_meta
 from ckx.store.generic import find_entries, merged_meta
 from ckx.store.index import EntryRecord, split_tags
 
@@ -84,6 +84,8 @@ def find_candidates(
     found: list[Candidate] = []
     for record in records:
         try:
+            if load_meta(record.meta_path).get("abstract"):
+                continue  # a base that other packages inherit from (its meta and hook), never installed itself
             base = merged_meta(ctx, record)
         except CkxError as exc:
             ctx.warn(f"skipping package {record.cid}: {exc}")

@@ -71,6 +71,11 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         ],
     },
 }
+# The seed's recommended template: the same workflow with the TVM backend (Apache TVM from PyPI).
+TEMPLATES["mlperf-inference-1.1-tvm"] = {
+    "description": "the mlperf-inference template plus Apache TVM, for the tvm backend (image-classification-tvm-cpu)",
+    "packages": [*TEMPLATES["mlperf-inference"]["packages"], "lib-python-tvm"],
+}
 
 
 def template_requirements(ctx: Context, template: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Inference backends: a small base class and onnxruntime, pytorch and null implementations."""
+"""Inference backends: a small base class; onnxruntime, pytorch and null here, tensorflow, tvm and openvino beside."""
 # Each backend imports its framework lazily in ``load``, so the null backend runs with numpy alone.
 # Contract: ``load(model_path)`` once, then ``predict(batch)`` from one thread at a time, returning an
 # int64 array of class ids with the label offset already applied. ``needs_input`` False means the
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputNotFound, ModelError, UsageError
+from .errors import InputNotFound, ModelError, PrecisionUnsupported, RuntimeMissing, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,16 @@ class Backend:
         output_name: str | None = None,
         provider: str | None = None,
         torch_compile: bool = False,
+        precision: str = "fp32",
+        scenario: str = "SingleStream",
+        compiled_cache: str | os.PathLike | None = None,
+        tune_trials: int = 0,
     ) -> None:
         self.threads = threads
+        self.precision = precision
+        self.scenario = scenario
+        self.compiled_cache = Path(compiled_cache) if compiled_cache else None
+        self.tune_trials = tune_trials
         self.label_offset = label_offset
         self.layout = layout
         self.input_name = input_name
@@ -66,6 +74,10 @@ class Backend:
         return ids
 
     def _classify(self, batch: np.ndarray) -> np.ndarray:
+        return _ids_from_output(self.outputs(batch), len(batch), self.output_name)
+
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
+        """The model's raw output (scores, or class ids for an ArgMax output) for a float32 batch."""
         raise NotImplementedError
 
     def warmup(self, sample_shape: tuple[int, ...], batch_sizes: list[int]) -> None:
@@ -77,7 +89,30 @@ class Backend:
 
     def describe(self) -> dict[str, Any]:
         """The backend part of result.json."""
-        return {"name": self.name, "version": self.version, "provider": self.provider, "threads": self.threads}
+        return {"name": self.name, "version": self.version, "provider": self.provider, "threads": self.threads,
+                "precision": self.precision}
+
+
+def _ids_from_output(out: np.ndarray, n: int, output_name: str | None) -> np.ndarray:
+    """Class ids from a model output: an integer output holds them already, scores are argmaxed."""
+    if np.issubdtype(out.dtype, np.integer):
+        if out.size != n:
+            raise ModelError(f"output {output_name!r} has shape {out.shape} for a batch of {n}")
+        return out.reshape(n).astype(np.int64, copy=False)
+    return out.reshape(n, -1).argmax(axis=1).astype(np.int64, copy=False)
+
+
+def require_runtime(module: str, extra: str, backend: str) -> Any:
+    """Import ``module`` for ``backend``; RuntimeMissing naming the pip extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise RuntimeMissing(
+            f"the {backend} backend needs the Python package {module!r}, which cannot be imported ({exc})",
+            hint=f"install it with: pip install 'ckx[{extra}]' (or use the program entry, which installs it)",
+        ) from None
 
 
 def _require_file(model_path: str | os.PathLike | None, backend: str) -> Path:
@@ -144,8 +179,10 @@ class OnnxRuntimeBackend(Backend):
         return onnxruntime.__version__
 
     def load(self, model_path: str | os.PathLike | None) -> None:
-        import onnxruntime as ort
-
+        ort = require_runtime("onnxruntime", "mlperf", self.name)
+        if self.precision == "bf16":
+            raise PrecisionUnsupported("the onnxruntime backend runs fp32 and int8 (QDQ) models, not bf16",
+                                       hint="use the pytorch or openvino backend for bf16")
         path = _require_file(model_path, self.name)
         provider = ORT_PROVIDER_ALIASES.get((self.provider or "cpu").lower(), self.provider or "CPUExecutionProvider")
         available = ort.get_available_providers()
@@ -191,14 +228,8 @@ class OnnxRuntimeBackend(Backend):
         self.input_name, self.output_name = in_name, out_name
         self._session = session
 
-    def _classify(self, batch: np.ndarray) -> np.ndarray:
-        out = self._session.run([self.output_name], {self.input_name: batch})[0]
-        n = len(batch)
-        if self._output_is_ids:
-            if out.size != n:
-                raise ModelError(f"output {self.output_name!r} has shape {out.shape} for a batch of {n}")
-            return out.reshape(n).astype(np.int64, copy=False)
-        return out.reshape(n, -1).argmax(axis=1)
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run([self.output_name], {self.input_name: batch})[0]
 
 
 class PyTorchBackend(Backend):
@@ -239,8 +270,10 @@ class PyTorchBackend(Backend):
         self._on_torch_thread(self._load, path)
 
     def _load(self, path: Path) -> None:
-        import torch
-
+        torch = require_runtime("torch", "torch", self.name)
+        _check_torch_precision(self.precision)
+        if "x86" in torch.backends.quantized.supported_engines:
+            torch.backends.quantized.engine = "x86"  # int8 TorchScript models (fbgemm kernels with x86 tuning)
         torch.set_num_threads(self.threads)
         try:
             torch.set_num_interop_threads(1)
@@ -263,6 +296,15 @@ class PyTorchBackend(Backend):
             self._compiled_sizes = set(batch_sizes)
 
     def _classify(self, batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        logits = self._logits(batch)
+        return logits[:n].reshape(n, -1).argmax(dim=1).numpy().astype(np.int64, copy=False)
+
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        return self._on_torch_thread(lambda: self._logits(batch)[:n].float().numpy())
+
+    def _logits(self, batch: np.ndarray) -> Any:
         import torch
 
         n = len(batch)
@@ -278,11 +320,25 @@ class PyTorchBackend(Backend):
             tensor = tensor.permute(0, 3, 1, 2)  # NCHW view with channels-last memory: no copy
         else:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self._model(tensor)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
-        return logits[:n].reshape(n, -1).argmax(dim=1).numpy().astype(np.int64, copy=False)
+        return logits
+
+
+def _check_torch_precision(precision: str) -> None:
+    """PrecisionUnsupported unless ``precision`` runs here: fp32 and int8 anywhere, bf16 with AMX or AVX-512 bf16."""
+    from .cpu import has_bf16
+
+    if precision not in ("fp32", "bf16", "int8"):
+        raise PrecisionUnsupported(f"the pytorch backend runs fp32, bf16 or int8, not {precision!r}")
+    if precision == "bf16" and not has_bf16():
+        raise PrecisionUnsupported(
+            "bf16 needs a CPU with AMX or AVX-512 bf16 (flags amx_bf16 or avx512_bf16); this CPU has neither, "
+            "and emulated bf16 would be slower than fp32",
+            hint="run fp32 (drop --precision / MLPERF_PRECISION=bf16), or int8 with --dep_add_tags.model=int8",
+        )
 
 
 def _load_torch_model(path: Path) -> Any:
@@ -355,10 +411,27 @@ BACKENDS: dict[str, type[Backend]] = {
 }
 
 
+# Backends in modules of their own, imported only when chosen: name -> (module, class).
+MORE_BACKENDS: dict[str, tuple[str, str]] = {
+    "tensorflow": ("tf_backend", "TensorFlowBackend"),
+    "tvm": ("tvm_backend", "TVMBackend"),
+    "openvino": ("openvino_backend", "OpenVINOBackend"),
+}
+BACKEND_NAMES = (*BACKENDS, *MORE_BACKENDS)
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of the backend called ``name``; UsageError if there is none."""
+    if name in BACKENDS:
+        return BACKENDS[name]
+    if name not in MORE_BACKENDS:
+        raise UsageError(f"unknown backend {name!r}; known: {', '.join(BACKEND_NAMES)}")
+    import importlib
+
+    module, cls = MORE_BACKENDS[name]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+
+
 def create_backend(name: str, **options: Any) -> Backend:
-    """Instantiate the backend called ``name`` (see BACKENDS) with shared options; nothing is loaded yet."""
-    try:
-        cls = BACKENDS[name]
-    except KeyError:
-        raise UsageError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}") from None
-    return cls(**options)
+    """Instantiate the backend called ``name`` (see BACKEND_NAMES) with shared options; nothing is loaded yet."""
+    return backend_class(name)(**options)

@@ -28,6 +28,11 @@ PROFILE_NAMES = ("mlperf-resnet50", "mlperf-resnet50-pytorch", "efficientnet-lit
 NO_AUDIT_CONFIG = "no-audit.config"  # a name that never exists: LoadGen then applies no audit settings
 COMPLIANCE_TESTS = ("TEST01", "TEST04")
 SHORT_RUN_WARMUP_BATCH = 4
+# The names of backends.BACKEND_NAMES, for the same reason; each backend's framework and its pip extra.
+BACKEND_NAMES = ("onnxruntime", "pytorch", "null", "tensorflow", "tvm", "openvino")
+FRAMEWORKS = {"onnxruntime": "onnxruntime", "pytorch": "torch", "tensorflow": "tensorflow", "tvm": "tvm",
+              "openvino": "openvino"}
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scenario", default="SingleStream", choices=SCENARIOS, help="LoadGen scenario")
     p.add_argument("--accuracy", action="store_true", help="accuracy mode: every sample once, then score")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "pytorch", "null"))
-    p.add_argument("--model", help="model file (.onnx for onnxruntime; .pth/.pt for pytorch)")
+    p.add_argument("--backend", default="onnxruntime", choices=BACKEND_NAMES)
+    p.add_argument("--model", help="model file (.onnx for onnxruntime, tvm, openvino; .pth/.pt for pytorch; "
+                                   ".pb or a SavedModel directory for tensorflow)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="compute precision: bf16 (pytorch autocast, openvino hint) needs AMX or AVX-512 bf16; "
+                        "int8 runs a quantized model (default: int8 for an int8 --model-precision, else fp32)")
+    p.add_argument("--model-precision", default="fp32", help="the precision the model file is stored in")
+    p.add_argument("--model-report", help="the model package's quantization report (its accuracy gate "
+                                          "goes into result.json)")
+    p.add_argument("--compiled-cache", help="where tvm and openvino keep compiled models "
+                                            "(default: CACHE_DIR/../compiled)")
+    p.add_argument("--tune-trials", type=int, default=0, help="tvm: MetaSchedule trials per batch size (0: untuned)")
     p.add_argument("--model-name", default="resnet50", help="model name for mlperf.conf/user.conf lookup")
     p.add_argument("--profile", default="mlperf-resnet50", choices=PROFILE_NAMES,
                    help="preprocessing: crop pipeline and input normalisation")
@@ -104,26 +119,34 @@ def _versions(backend_name: str) -> dict[str, str]:
         versions["loadgen"] = importlib.metadata.version("mlcommons-loadgen")
     except importlib.metadata.PackageNotFoundError:
         versions["loadgen"] = "unknown"
-    if backend_name == "onnxruntime":
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
-    elif backend_name == "pytorch":
-        import torch
-
-        versions["torch"] = torch.__version__
+    framework = FRAMEWORKS.get(backend_name)
+    if framework:
+        distribution = {"tvm": "apache-tvm", "tensorflow": "tensorflow-cpu"}.get(framework, framework)
+        try:
+            versions[framework] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            versions[framework] = "unknown"
     return versions
 
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.max_batchsize <= 0:
         raise UsageError(f"--max-batchsize must be positive, got {args.max_batchsize}")
+    if args.tune_trials < 0:
+        raise UsageError(f"--tune-trials must be 0 or more, got {args.tune_trials}")
     if args.threads is not None and args.threads <= 0:
         raise UsageError(f"--threads must be positive, got {args.threads}")
     if args.backend != "null" and not args.model:
         raise UsageError(f"the {args.backend} backend needs --model")
-    if args.model and args.backend != "null" and not Path(args.model).is_file():
+    if args.model and args.backend != "null" and not Path(args.model).exists():
         raise InputNotFound(f"model file not found: {args.model}")  # before minutes of preprocessing
+
+
+def _compiled_cache(args: argparse.Namespace, output: Path) -> Path:
+    """``--compiled-cache``, else ``compiled`` beside the crop cache (or in the output directory)."""
+    if args.compiled_cache:
+        return Path(args.compiled_cache)
+    return Path(args.cache_dir).parent / "compiled" if args.cache_dir else output / "compiled"
 
 
 def _user_confs(args: argparse.Namespace) -> list[Path]:
@@ -164,6 +187,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
 
     _check_args(args)
     check_rules(args.rules)
+    args.precision = args.precision or ("int8" if args.model_precision == "int8" else "fp32")
     started = time.time()
     output = Path(args.output) if args.output else Path.cwd()
     output.mkdir(parents=True, exist_ok=True)
@@ -179,7 +203,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
     backend = create_backend(
         args.backend, threads=threads, label_offset=args.label_offset, layout=args.data_layout,
         input_name=args.input_name, output_name=args.output_name, provider=args.provider,
-        torch_compile=args.torch_compile,
+        torch_compile=args.torch_compile, precision=args.precision, scenario=args.scenario,
+        compiled_cache=_compiled_cache(args, output), tune_trials=args.tune_trials,
     )
     backend.load(args.model)
     max_batch = min(args.max_batchsize, backend.max_batch or args.max_batchsize)
@@ -316,10 +341,14 @@ def _description(args: argparse.Namespace, prep: Prepared, settings: Any) -> dic
     threads, max_batch = prep.threads, prep.max_batch
     backend_info = backend.describe()
     backend_info["max_batchsize"] = max_batch
+    model = {"path": os.fspath(Path(args.model).resolve()) if args.model else None, "name": args.model_name,
+             "profile": args.profile, "label_offset": args.label_offset,
+             "accuracy_meaningless": bool(args.accuracy_meaningless), "data_layout": args.data_layout,
+             "precision": args.precision}
+    if args.model_report:
+        model["accuracy_gate"] = _accuracy_gate(Path(args.model_report))
     return {
-        "model": {"path": os.fspath(Path(args.model).resolve()) if args.model else None, "name": args.model_name,
-                  "profile": args.profile, "label_offset": args.label_offset,
-                  "accuracy_meaningless": bool(args.accuracy_meaningless), "data_layout": args.data_layout},
+        "model": model,
         "backend": backend_info,
         "dataset": {"path": os.fspath(dataset.root.resolve()), "list": os.fspath(dataset.list_path.resolve()),
                     "count": len(dataset), "cache_dir": os.fspath(cache.directory.resolve()),
@@ -332,6 +361,17 @@ def _description(args: argparse.Namespace, prep: Prepared, settings: Any) -> dic
         "user_confs": [os.fspath(conf) for conf in confs],
         "versions": _versions(args.backend),
     }
+
+
+def _accuracy_gate(path: Path) -> dict[str, Any]:
+    """The accuracy gate a quantized model package recorded (agreement with its fp32 parent)."""
+    import json
+
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        return dict(report["gate"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputNotFound(f"model report {path} is missing or has no 'gate': {exc}") from None
 
 
 def _print_summary(result: dict[str, Any]) -> None:
@@ -347,6 +387,10 @@ def _print_summary(result: dict[str, Any]) -> None:
     compliance = result.get("compliance")
     if compliance:
         print(f"{compliance['test']} verification: {'PASS' if compliance['passed'] else 'FAIL'}", flush=True)
+    gate = (result.get("model") or {}).get("accuracy_gate")
+    if gate:
+        print(f"accuracy gate ({gate.get('parent_precision', 'fp32')} parent): "
+              f"{'passed' if gate.get('passed') else 'FAILED'}: {gate.get('statement', '')}", flush=True)
     for reason in result["invalid_reasons"]:
         print(f"  - {reason}", flush=True)
 

@@ -42,3 +42,15 @@ class ModelError(HarnessError):
 
 class LoadGenError(HarnessError):
     """LoadGen refused the settings or produced no logs."""
+
+
+class RuntimeMissing(HarnessError):
+    """The framework a backend needs is not installed; the hint names the extra that installs it."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class PrecisionUnsupported(HarnessError):
+    """The precision asked for cannot run on this CPU or with this backend."""
+
+    exit_code = EXIT_USAGE
