@@ -7,9 +7,12 @@ import os
 import sys
 from typing import Sequence
 
+from ckx.api import run
+from ckx.cli.parse import parse_argv
+from ckx.cli.render import render
+from ckx.core.errors import EXIT_INTERRUPTED, CkxError
 from ckx.core.report import Progress, Reporter
 from ckx.store.context import Context
-from ckx.core.errors import EXIT_INTERRUPTED, CkxError
 
 log = logging.getLogger("ckx")
 
@@ -50,7 +53,7 @@ class TerminalReporter(Reporter):
     def progress(self, description: str, total: int | None = None, *, unit: str = "B") -> Progress:
         if not sys.stderr.isatty():
             return Progress()
-        from tqdm import tqdm
+        from tqdm import tqdm  # reason: only a terminal download draws a bar, so start-up skips tqdm
 
         scale = unit == "B"
         return _TqdmProgress(tqdm(total=total, desc=description, unit=unit, unit_scale=scale,
@@ -76,9 +79,6 @@ class TerminalReporter(Reporter):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ckx with ``argv`` (default: sys.argv[1:]) and return the exit code."""
-    from ckx.cli.parse import parse_argv
-    from ckx.cli.render import render
-
     args = list(sys.argv[1:] if argv is None else argv)
     json_mode = "--json" in args or "--out=json" in args
     logging.basicConfig(level=logging.DEBUG if os.environ.get("CKX_DEBUG") else logging.ERROR,
@@ -90,8 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet = bool(inp.get("quiet")) or os.environ.get("CKX_QUIET") == "1"
         reporter = TerminalReporter(json_mode=json_mode, quiet=quiet)
         ctx = Context(reporter=reporter, quiet=quiet)
-        from ckx.api import run
-
         result = run(ctx, inp)
     except CkxError as exc:
         return _fail(exc, json_mode)

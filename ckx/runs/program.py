@@ -21,6 +21,9 @@ from ckx.core.errors import CkxError, DownloadError, MetaError, ProgramFailed, U
 from ckx.store.index import EntryRecord, Query
 from ckx.core.jsonio import read_json, write_json_atomic
 from ckx.software.environment import apply_layer, env_text, render
+from ckx.software.resolve import resolve_deps
+from ckx.store.generic import merged_meta, resolve_entry
+from ckx.transfer.fetch import offline_from_env
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +86,6 @@ def load_program(ctx: Context, cid: str) -> Program:
     Raises NotFound / Ambiguous for the name, UsageError for an abstract base entry, MetaError for a
     merged meta that fails the program schema.
     """
-    from ckx.store.generic import merged_meta, resolve_entry
-
     parsed = Cid.parse(cid)
     if parsed.entry is None:
         parsed = Cid(module=MODULE, entry=parsed.module)
@@ -396,8 +397,6 @@ def _dep_record(dep: Any) -> dict:
 def _resolve(ctx: Context, specs: dict[str, dict], forced: Mapping[str, str], offline: bool) -> list[Any]:
     if not specs:
         return []
-    from ckx.software.resolve import resolve_deps
-
     return list(resolve_deps(ctx, specs, add_tags={}, forced=dict(forced), offline=offline))
 
 
@@ -628,8 +627,6 @@ def read_print_files(ctx: Context, run_dir: Path, names: Sequence[str]) -> dict[
 def action_run(ctx: Context, inp: dict) -> dict:
     """``ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=t] [--deps.DEP=UID]
     [--offline] [--print_files=a,b] [--timeout=S] [-- extra args]``; ``inp`` holds the typed options."""
-    from ckx.transfer.fetch import offline_from_env
-
     name = inp.get("entry")
     if not name:
         raise UsageError("'run' needs a program", hint="usage: ckx run program:NAME --cmd_key=KEY ('ckx list program')")

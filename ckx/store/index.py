@@ -182,7 +182,7 @@ class Index:
         return db
 
     def _lock(self):
-        from filelock import FileLock
+        from filelock import FileLock  # reason: only writers lock; a search that finds the index fresh never loads it
 
         self.home.locks.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.home.locks / "index.lock"), timeout=120)
