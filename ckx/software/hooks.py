@@ -11,6 +11,7 @@ import __future__
 import difflib
 import inspect
 import logging
+import os
 import subprocess
 import sys
 import types
@@ -147,3 +148,28 @@ def run_script(
     if proc.returncode in missing_codes:
         raise NotFound(f"{what}: {message}", hint=hint)
     raise CkxError(f"{what} failed (exit status {proc.returncode}): {message}", hint=hint)
+
+
+def with_program_code(
+    env: Mapping[str, str],
+    package_dir: Path,
+    *,
+    program: str,
+    override: str,
+    needs: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """``env`` with a built-in program entry's code importable first, for a hook's helper script.
+
+    The program entry is ``programs/<program>`` of the package's own repo, or the directory that
+    ``env[override]`` names; ``needs`` is a file under it that must exist (NotFound naming both otherwise).
+    PYTHONSAFEPATH keeps the script's working directory out of ``sys.path``; ``extra`` adds variables.
+    """
+    named = env.get(override)
+    base = Path(named) if named else package_dir.parent.parent / "programs" / program
+    if not (base / needs).is_file():
+        raise NotFound(f"{base / needs} does not exist",
+                       hint=f"set {override} to the directory of the {program} program entry")
+    path = os.pathsep.join(filter(None, [str(base.resolve()), env.get("PYTHONPATH")]))
+    return {**env, "PYTHONPATH": path, "PYTHONSAFEPATH": "1", **(extra or {})}
+

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json as _json
-import os as _os
 import pathlib as _pathlib
 import typing as _typing
 
@@ -48,7 +47,9 @@ def install(
     argv += [_expand(str(a), env, {"install_dir": install_dir, "package_dir": package_dir}, where)
              for a in derive.get("args", [])]
     info(f"{derive['module']}: deriving {derive['out']} from {parent}")
-    _hooks.run_script(argv, env=_script_env(env, _harness_base(package_dir, env)), timeout=_TIMEOUT_S,
+    script_env = _hooks.with_program_code(env, package_dir, program="image-classification-base",
+                                          override=_BASE_ENV, needs="harness/__init__.py", extra={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    _hooks.run_script(argv, env=script_env, timeout=_TIMEOUT_S,
                       what=f"{derive['module']} on {_pathlib.Path(parent).name}")
     report = _read_report(install_dir / _REPORT)
     gate = report.get("gate")
@@ -64,22 +65,6 @@ def _expand(text: str, env: dict[str, str], dirs: dict[str, _pathlib.Path], wher
     if not complete:
         raise _NotFound(f"{where}: {text!r} names a variable that no dependency sets")
     return expanded
-
-
-def _harness_base(package_dir: _pathlib.Path, env: dict[str, str]) -> _pathlib.Path:
-    """The program base directory holding the harness (override: $CKX_IMAGE_CLASSIFICATION_BASE)."""
-    override = env.get(_BASE_ENV)
-    base = _pathlib.Path(override) if override else package_dir.parent.parent / "programs" / "image-classification-base"
-    if not (base / "harness" / "__init__.py").is_file():
-        raise _NotFound(f"the harness {base / 'harness'} does not exist",
-                        hint=f"set {_BASE_ENV} to the directory of the image-classification-base program entry")
-    return base.resolve()
-
-
-def _script_env(env: dict[str, str], base: _pathlib.Path) -> dict[str, str]:
-    """``env`` with the harness importable first; PYTHONSAFEPATH keeps the cwd out of sys.path (3.11+)."""
-    path = _os.pathsep.join(filter(None, [str(base), env.get("PYTHONPATH")]))
-    return {**env, "PYTHONPATH": path, "PYTHONSAFEPATH": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _read_report(path: _pathlib.Path) -> dict:

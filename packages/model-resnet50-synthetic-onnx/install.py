@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json as _json
-import os as _os
 import pathlib as _pathlib
 import typing as _typing
 
@@ -11,7 +10,6 @@ from ckx.software import hooks as _hooks
 from ckx.core.errors import CkxError as _CkxError
 from ckx.core.errors import IntegrityError as _IntegrityError
 from ckx.core.errors import MetaError as _MetaError
-from ckx.core.errors import NotFound as _NotFound
 
 _TIMEOUT_S = 900
 _REPORT = "export_report.json"
@@ -37,7 +35,6 @@ def install(
         raise _MetaError(
             f"{meta.get('alias')}: meta.json 'synthetic' needs an integer 'seed' and a 'model_file'"
         ) from exc
-    base = _harness_base(package_dir, env)
     menv = meta.get("env", {})
     argv = [
         python,
@@ -63,27 +60,11 @@ def install(
     info(
         f"exporting ResNet50 v1.5 with RANDOM weights (seed {seed}): accuracy is meaningless, for performance work only"
     )
-    _hooks.run_script(argv, env=_script_env(env, base), timeout=_TIMEOUT_S, what="synthetic ResNet50 ONNX export")
+    script_env = _hooks.with_program_code(env, package_dir, program="image-classification-base",
+                                          override=_BASE_ENV, needs="harness/resnet50.py")
+    _hooks.run_script(argv, env=script_env, timeout=_TIMEOUT_S, what="synthetic ResNet50 ONNX export")
     report = _read_report(install_dir / _REPORT, seed)
     return {"ML_MODEL_WEIGHTS_SHA256": report["weights_sha256"]}
-
-
-def _harness_base(package_dir: _pathlib.Path, env: dict[str, str]) -> _pathlib.Path:
-    """The program base directory holding ``harness/resnet50.py`` (override: $CKX_IMAGE_CLASSIFICATION_BASE)."""
-    override = env.get(_BASE_ENV)
-    base = _pathlib.Path(override) if override else package_dir.parent.parent / "programs" / "image-classification-base"
-    if not (base / "harness" / "resnet50.py").is_file():
-        raise _NotFound(
-            f"the ResNet50 definition {base / 'harness' / 'resnet50.py'} does not exist",
-            hint=f"set {_BASE_ENV} to the directory of the image-classification-base program entry",
-        )
-    return base.resolve()
-
-
-def _script_env(env: dict[str, str], base: _pathlib.Path) -> dict[str, str]:
-    """``env`` with the harness importable first; PYTHONSAFEPATH keeps the cwd out of sys.path (3.11+)."""
-    path = _os.pathsep.join(filter(None, [str(base), env.get("PYTHONPATH")]))
-    return {**env, "PYTHONPATH": path, "PYTHONSAFEPATH": "1"}
 
 
 def _read_report(path: _pathlib.Path, seed: int) -> dict:
