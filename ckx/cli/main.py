@@ -13,6 +13,7 @@ from ckx.cli.render import render
 from ckx.core.errors import EXIT_INTERRUPTED, CkxError
 from ckx.core.report import Progress, Reporter
 from ckx.store.context import Context
+from ckx.store.repo import DEV_ENV
 
 log = logging.getLogger("ckx")
 
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         inp = parse_argv(args)
         json_mode = bool(inp.pop("json", False)) or inp.get("out") == "json"
+        if inp.pop("dev", False):
+            os.environ[DEV_ENV] = "1"  # the development flag: the built-in repo becomes writable
         quiet = bool(inp.get("quiet")) or os.environ.get("CKX_QUIET") == "1"
         reporter = TerminalReporter(json_mode=json_mode, quiet=quiet)
         ctx = Context(reporter=reporter, quiet=quiet)

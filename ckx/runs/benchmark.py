@@ -132,7 +132,7 @@ def action_benchmark(ctx: Context, inp: dict) -> dict:
     if record and inp.get("record_repo"):
         target_repo = ctx.registry.get(inp["record_repo"])
         if not target_repo.writable:
-            raise UsageError(f"repo {target_repo.name!r} is in CK's format and cannot be written",
+            raise UsageError(target_repo.read_only_reason() or f"repo {target_repo.name!r} is read-only",
                              hint="record into a native repo: --record_repo=local, or one made with "
                                   "'ckx add repo:NAME'")
     if not record and (record_uoa or inp.get("record_repo")):

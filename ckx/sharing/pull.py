@@ -278,7 +278,7 @@ def _clone_and_register(ctx: Context, name: str | None, url: str, branch: str | 
         if os.path.lexists(target):
             raise CkxError(f"{target} already exists and is not a registered repo",
                            hint=f"move it away, or register it with 'ckx add repo:{repo_name} --path={target}'")
-        move_and_register(ctx, checkout, target, repo_name, fmt, desc, url, what=f"the clone of {url}")
+        move_and_register(ctx, checkout, target, repo_name, fmt, desc, url, what=f"the clone of {url}", origin="pulled")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     ctx.forget_registry()

@@ -343,7 +343,7 @@ def _create_repo(ctx: Context, zf: zipfile.ZipFile, archive: Path, members: list
             plan.dest = target.joinpath(*plan.source_dir)
         clashes = _uid_clashes(ctx, plans)
         os.chmod(tree, 0o755)
-        move_and_register(ctx, tree, target, name, fmt, desc, desc.get("url"), what="the extracted repo")
+        move_and_register(ctx, tree, target, name, fmt, desc, desc.get("url"), what="the extracted repo", origin="unzipped")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     ctx.forget_registry()
@@ -357,7 +357,7 @@ def _merge(ctx: Context, zf: zipfile.ZipFile, archive: Path, members: list[_Memb
     """Extract entries into an existing native repo: new ones staged and renamed in, existing ones
     skipped (or, with ``overwrite``, their files replaced one by one)."""
     if not repo.writable:
-        raise UsageError(f"repo {repo.name!r} is in CK's format, which ckx reads but does not write",
+        raise UsageError(repo.read_only_reason() or f"repo {repo.name!r} is read-only",
                          hint="unzip into a native repo (the default, local, or one made with 'ckx add repo:NAME')")
     plans, others, unused = _plan_entries(zf, archive, members, repo)
     # Every check before the first write: links on disk on the way to each destination.

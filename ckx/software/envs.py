@@ -371,7 +371,7 @@ def delete_env(ctx: Context, uid: str) -> EnvRecord:
     record = load_env(ctx, uid)
     repo_name = _repo_of(ctx, record)
     if not ctx.registry.get(repo_name).writable:
-        raise UsageError(f"env {uid} is in a CK-format repo, which ckx does not modify")
+        raise UsageError(f"env {uid}: {ctx.registry.get(repo_name).read_only_reason()}")
     delete_tree(record.path)
     ctx.index.refresh([MODULE], force=True)
     return record

@@ -144,7 +144,7 @@ def _target_repo(ctx: Context, name: str | None) -> Repo:
     repo = ctx.registry.get(name or LOCAL)
     if not repo.writable:
         raise UsageError(
-            f"repo {repo.name!r} is in CK's format, which ckx reads but does not write",
+            repo.read_only_reason() or f"repo {repo.name!r} is read-only",
             hint="add the entry to a native repo (--repo=local or a repo made with 'ckx add repo:NAME')",
         )
     return repo
@@ -285,7 +285,7 @@ def rm(ctx: Context, inp: dict) -> dict:
     for record in records:
         repo = ctx.registry.get(record.repo)
         if not repo.writable:
-            raise UsageError(f"{record.cid} is in a CK-format repo, which ckx does not modify")
+            raise UsageError(f"{record.cid}: {repo.read_only_reason()}")
         delete_tree(record.path)
         removed.append(record.summary())
     ctx.index.refresh({r["module"] for r in removed}, force=True)
@@ -345,7 +345,7 @@ def ren(ctx: Context, inp: dict) -> dict:
     source = resolve_entry(ctx, _cid(inp))
     source_repo = ctx.registry.get(source.repo)
     if not source_repo.writable:
-        raise UsageError(f"{source.cid} is in a CK-format repo, which ckx does not modify", hint="use 'ckx cp' to copy it")
+        raise UsageError(f"{source.cid}: {source_repo.read_only_reason()}", hint="use 'ckx cp' to copy it")
     repo_name, alias = _second_cid(inp, source)
     alias = alias or source.alias
     if alias:

@@ -31,6 +31,12 @@ BUILTIN_KINDS = tuple(KIND_DIRS)
 META_NAMES = ("meta.json", "meta.yaml", "meta.yml")
 
 # Well-known CK module uids, so CK-format entries ckx writes (zip, cp) carry the right provenance.
+# Where a repo came from. Its standing in resolution follows: the built-in repo and the user's own repos
+# (local, and those registered with ``add repo``) rank before repos that arrived from others.
+ORIGINS = ("builtin", "local", "user", "pulled", "unzipped")
+OWN_ORIGINS = ("builtin", "local", "user")
+DEV_ENV = "CKX_DEV"
+
 CK_MODULE_UIDS = {
     "package": "1dc07ee0f4742028",
     "soft": "5e1100048ab875d7",
@@ -52,10 +58,33 @@ class Repo:
     deps: tuple[str, ...] = ()
     exclude_dirs: tuple[str, ...] = ()
     builtin: bool = False
+    origin: str = "user"
 
     @property
     def writable(self) -> bool:
-        return self.format == "ckx"
+        """Entries may be written here: a native repo, and the built-in one only in development mode."""
+        if self.format != "ckx":
+            return False
+        return not self.builtin or dev_mode()
+
+    def read_only_reason(self) -> str | None:
+        """Why entries cannot be written here (None when they can), in words for an error message."""
+        if self.format != "ckx":
+            return f"repo {self.name!r} is in CK's format, which ckx reads but does not write"
+        if self.builtin and not dev_mode():
+            return (f"repo {self.name!r} is the built-in repo (the ckx installation itself), which is read-only; "
+                    f"set {DEV_ENV}=1 to change it while developing ckx")
+        return None
+
+    @property
+    def standing(self) -> int:
+        """0 for the built-in repo and the user's own repos, 1 for repos that came from others."""
+        return 0 if self.origin in OWN_ORIGINS else 1
+
+    @property
+    def from_others(self) -> bool:
+        """True for a repo pulled from a URL or unzipped from an archive: its content is data, not the user's."""
+        return self.standing > 0
 
     def module_dir(self, module: str) -> Path:
         """Where entries of ``module`` live in this repo."""
@@ -102,7 +131,13 @@ class Repo:
             data["deps"] = list(self.deps)
         if self.builtin:
             data["builtin"] = True
+        data["origin"] = self.origin
         return data
+
+
+def dev_mode() -> bool:
+    """The development flag: ``CKX_DEV=1`` (or ``ckx --dev``) makes the built-in repo writable."""
+    return os.environ.get(DEV_ENV, "") not in ("", "0")
 
 
 def _ck_module_dirs(root: Path) -> list[tuple[str, Path]]:
@@ -213,24 +248,17 @@ class Registry:
             desc = read_repo_description(builtin)
             registry.repos[BUILTIN_REPO_NAME] = Repo(
                 BUILTIN_REPO_NAME, builtin, "ckx", desc.get("uid"), desc.get("url"),
-                exclude_dirs=tuple(desc.get("exclude_dirs", ())), builtin=True,
+                exclude_dirs=tuple(desc.get("exclude_dirs", ())), builtin=True, origin="builtin",
             )
         if not (home.local_repo / NATIVE_REPO_FILE).is_file():
             init_native_repo(home.local_repo, LOCAL_REPO_NAME, new_uid())
         local_desc = read_repo_description(home.local_repo)
-        registry.repos[LOCAL_REPO_NAME] = Repo(LOCAL_REPO_NAME, home.local_repo, "ckx", local_desc.get("uid"))
+        registry.repos[LOCAL_REPO_NAME] = Repo(LOCAL_REPO_NAME, home.local_repo, "ckx", local_desc.get("uid"),
+                                                origin="local")
         for name, item in registry._read_file().items():
             if name in registry.repos:
                 continue
-            registry.repos[name] = Repo(
-                name=name,
-                path=Path(item["path"]),
-                format=item.get("format", "ckx"),
-                uid=item.get("uid"),
-                url=item.get("url"),
-                deps=tuple(item.get("deps", ())),
-                exclude_dirs=tuple(item.get("exclude_dirs", ())),
-            )
+            registry.repos[name] = _repo_from_item(home.repos_json, name, item)
         return registry
 
     def _read_file(self) -> dict:
@@ -296,6 +324,37 @@ class Registry:
             fresh.save()
             self.repos = fresh.repos
         return repo
+
+
+def _repo_from_item(path: Path, name: str, item: object) -> Repo:
+    """One ``repos.json`` record as a Repo; a wrong-typed field is a MetaError naming the file and field."""
+    where = f"{path}: repos.{name}"
+    if not isinstance(item, dict):
+        raise MetaError(f"{where}: expected an object, got {type(item).__name__}")
+
+    def text(key: str, required: bool = False) -> str | None:
+        value = item.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value:
+            raise MetaError(f"{where}.{key}: expected a non-empty string, got {value!r}"[:300])
+        return value
+
+    def strings(key: str) -> tuple[str, ...]:
+        value = item.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise MetaError(f"{where}.{key}: expected a list of strings"[:300])
+        return tuple(value)
+
+    fmt = text("format") or "ckx"
+    if fmt not in ("ckx", "ck"):
+        raise MetaError(f"{where}.format: expected 'ckx' or 'ck', got {fmt!r}")
+    url = text("url")
+    origin = text("origin") or ("pulled" if url else "user")
+    if origin not in ("user", "pulled", "unzipped"):
+        raise MetaError(f"{where}.origin: expected one of user, pulled, unzipped, got {origin!r}")
+    return Repo(name=name, path=Path(text("path", required=True)), format=fmt, uid=text("uid"), url=url,
+                deps=strings("deps"), exclude_dirs=strings("exclude_dirs"), origin=origin)
 
 
 def now_iso() -> str:

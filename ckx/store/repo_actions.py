@@ -30,7 +30,7 @@ def add_repo(ctx: Context, inp: dict) -> dict:
         fmt, created = "ckx", True
     desc = read_repo_description(path)
     repo = Repo(name=name, path=path, format=fmt, uid=desc.get("uid"), url=inp.get("url") or desc.get("url"),
-                deps=tuple(d for d in desc.get("deps", []) if d), exclude_dirs=tuple(desc.get("exclude_dirs", ())))
+                deps=tuple(d for d in desc.get("deps", []) if d), exclude_dirs=tuple(desc.get("exclude_dirs", ())), origin="user")
     ctx.registry.register(repo)
     ctx.forget_registry()
     text = f"{'created and ' if created else ''}registered repo {name} ({fmt}) at {path}"
@@ -40,8 +40,9 @@ def add_repo(ctx: Context, inp: dict) -> dict:
 def list_repos(ctx: Context, inp: dict) -> dict:
     """Every registered repo with its format and path."""
     repos = [repo.to_dict() for repo in ctx.registry]
-    rows = [[r["name"], r["format"], r["path"], r.get("url", "")] for r in repos]
-    return {"return": 0, "repos": repos, "table": {"columns": ["name", "format", "path", "url"], "rows": rows}}
+    rows = [[r["name"], r["format"], r["origin"], r["path"], r.get("url", "")] for r in repos]
+    columns = ["name", "format", "origin", "path", "url"]
+    return {"return": 0, "repos": repos, "table": {"columns": columns, "rows": rows}}
 
 
 def rm_repo(ctx: Context, inp: dict) -> dict:
