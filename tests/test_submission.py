@@ -30,8 +30,8 @@ SHORT_RUN_ERRORS = {
     "offline samples per query": re.compile(r"Required minimum samples per query not met by user config, Expected=24576"),
     "early stopping": re.compile(r"^Early stopping condition was not met"),
     "dataset size": re.compile(r"accurcy run does not cover all dataset, accuracy samples: 6, dataset size: 50000"),
-    # a short run is LoadGen-INVALID (or too noisy), so its compliance performance check fails
-    "compliance performance": re.compile(r"^Compliance test performance check in \S+/TEST0[14] failed"),
+    # short MultiStream and Server runs are LoadGen-INVALID (early stopping), so their compliance performance check fails
+    "compliance performance": re.compile(r"^Compliance test performance check in \S+/(MultiStream|Server)/TEST0[14] failed"),
     "summary of the above": re.compile(r"^(Some (performance|accuracy|compliance) checks? Checks failed for|NoResults |"
                                        r"SUMMARY: submission has errors)"),
 }
@@ -125,18 +125,30 @@ def test_official_accuracy_line_equals_ckx_line_on_every_exported_log(tree):
         assert exported == ours["line"] and ours["total"] == 6
 
 
+# Short runs LoadGen can call VALID: SingleStream's p90 early-stopping estimate needs 64 queries (a few
+# seconds here); MultiStream's p99 needs 662 queries of 8 samples and Server's p99 thousands, so their
+# short runs stay INVALID and the official performance check refuses them for that reason alone.
+SHORT_VALID = ("SingleStream", "Offline")
+
+
 def test_compliance_verification_is_the_official_one_and_recorded(tree):
     out, data = tree
     for scenario in SCENARIOS:
         directory = scenario_dir(out, scenario)
+        row = next(r for r in data["rows"] if r["scenario"] == scenario)
         # TEST01: the audit run's sampled responses equal the accuracy run's
         assert "TEST PASS" in (directory / "TEST01" / "verify_accuracy.txt").read_text()
-        # TEST01's performance half runs the tree's own check to a verdict (its reader is reached by its old name)
-        performance = (directory / "TEST01" / "verify_performance.txt").read_text()
-        assert "No module named" not in performance and ("TEST PASS" in performance or "TEST FAIL" in performance)
-        row = next(r for r in data["rows"] if r["scenario"] == scenario)
-        passed = "TEST PASS" in (directory / "TEST04" / "verify_performance.txt").read_text()
-        assert row["TEST04"] == ("pass" if passed else "fail")
+        for test in ("TEST01", "TEST04"):
+            # the official performance half runs to a verdict (TEST01's reader is reached by its old name)
+            performance = (directory / test / "verify_performance.txt").read_text()
+            assert "No module named" not in performance
+            if scenario in SHORT_VALID:
+                assert "TEST PASS" in performance, (scenario, test, performance)
+                assert row[test] == "pass", (scenario, test)
+            else:
+                assert re.search(r"TEST FAIL: (Reference results are invalid|Invalid results in)", performance), \
+                    (scenario, test, performance)
+                assert row[test] == "fail"
 
 
 def test_refuses_accuracy_the_official_script_cannot_read(tmp_path):

@@ -194,6 +194,9 @@ ACTIONS: tuple[Action, ...] = (
            options=(Option("out", "path", help="the directory of the submission tree"),
                     Option("run", "bool", help="first run every run the tree needs"),
                     Option("short", "bool", help="with --run: short runs (not valid for a submission)"),
+                    Option("compliance_retries", "int", 2, minimum=0,
+                           help="with --run: run an audit run again when its performance check fails on "
+                                "two LoadGen-VALID runs (machine noise), up to this many times"),
                     Option("system_type", "str", "edge", help="which scenarios the tree holds",
                            choices=("edge", "datacenter", "datacenter,edge")),
                     Option("scenarios", "list", help="only these scenarios (default: those of the system type)"),

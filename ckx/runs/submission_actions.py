@@ -1,6 +1,7 @@
 """The ``generate submission`` and ``check submission`` actions (options, the runs they start, their text)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -19,6 +20,8 @@ from ckx.runs.program import run_program
 from ckx.runs.experiment import load_experiment
 from ckx.core.text import table
 
+DEFAULT_COMPLIANCE_RETRIES = 2
+
 
 def _scenarios(names: list[str], system_type: str) -> tuple[str, ...]:
     """The scenarios the tree needs: the given ones, else those of the system type."""
@@ -32,25 +35,75 @@ def _scenarios(names: list[str], system_type: str) -> tuple[str, ...]:
 
 def run_for_tree(ctx: Context, inp: Mapping[str, Any], scenarios: tuple[str, ...], *, short: bool) -> list[Path]:
     """For each scenario, a TEST01 run (with its performance and accuracy references) then a TEST04 run
-    verified against the same performance run; returns their run directories."""
+    verified against the same performance run; returns their run directories.
 
+    A compliance performance check compares two scores within 10% (20% for some latencies). When it
+    fails although both runs are LoadGen-VALID, the difference is the machine's noise, not the system
+    under test: the audit run alone is run again against the same references, up to
+    ``--compliance_retries`` times, and every attempt is said.
+    """
     program = inp.get("program") or DEFAULT_PROGRAM
     env = dict(inp.get("env") or {})
     add_tags = dict(inp.get("dep_add_tags") or {})
     offline = bool(inp.get("offline")) or offline_from_env()
+    retries = int(inp.get("compliance_retries", DEFAULT_COMPLIANCE_RETRIES))
     dirs: list[Path] = []
+
+    def audit(test: str, key: str, scenario_env: dict, references: Path | None) -> Path:
+        run_env = dict(scenario_env)
+        if references is not None:
+            run_env["MLPERF_COMPLIANCE_RESULTS"] = str(references)
+        cmd_key = f"compliance-{test.lower()}-{key}"
+        run_dir = run_program(ctx, f"program:{program}", cmd_key=cmd_key, env=run_env, dep_add_tags=add_tags,
+                              offline=offline).run_dir
+        references = references or run_dir / "reference"
+        for attempt in range(retries):
+            noise = noise_failure(run_dir, references)
+            if noise is None:
+                break
+            ctx.info(f"{test} {key}: the performance check failed on two LoadGen-VALID runs ({noise}); "
+                     f"running the audit run again against the same references ({attempt + 2} of {retries + 1})")
+            run_env["MLPERF_COMPLIANCE_RESULTS"] = str(references)
+            dirs.append(run_dir)
+            run_dir = run_program(ctx, f"program:{program}", cmd_key=cmd_key, env=run_env,
+                                  dep_add_tags=add_tags, offline=offline).run_dir
+        dirs.append(run_dir)
+        return references
+
     for scenario in scenarios:
         scenario_env = dict(env)
         if short:
             scenario_env["EXTRA_OPS"] = " ".join(filter(None, [SHORT_OPS[scenario], env.get("EXTRA_OPS", "")]))
         key = KEY_NAMES[scenario]
-        first = run_program(ctx, f"program:{program}", cmd_key=f"compliance-test01-{key}", env=scenario_env,
-                            dep_add_tags=add_tags, offline=offline)
-        second = run_program(ctx, f"program:{program}", cmd_key=f"compliance-test04-{key}",
-                             env={**scenario_env, "MLPERF_COMPLIANCE_RESULTS": str(first.run_dir / "reference")},
-                             dep_add_tags=add_tags, offline=offline)
-        dirs += [first.run_dir, second.run_dir]
+        references = audit("TEST01", key, scenario_env, None)
+        audit("TEST04", key, scenario_env, references)
     return dirs
+
+
+def noise_failure(run_dir: Path, references: Path) -> str | None:
+    """Why a compliance run's performance check failed by noise alone, or None when it did not.
+
+    Noise: the performance check failed, every other check passed, and LoadGen called both the audit
+    run and the reference performance run VALID.
+    """
+    result = _read_result(run_dir)
+    reference = _read_result(references / "performance" / "run_1")
+    compliance = (result or {}).get("compliance") or {}
+    checks = compliance.get("checks") or {}
+    if checks.get("performance") is not False or any(v is False for k, v in checks.items() if k != "performance"):
+        return None
+    if not (result.get("valid") and (reference or {}).get("valid")):
+        return None
+    scores = re.findall(r"(?:[Rr]eference|[Tt]est) score = ([0-9.eE+-]+)", compliance.get("output", ""))
+    return f"scores {scores[0]} and {scores[1]}" if len(scores) == 2 else "scores apart"
+
+
+def _read_result(run_dir: Path) -> dict | None:
+    try:
+        data = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def experiment_run_dirs(ctx: Context, names: list[str]) -> list[Path]:

@@ -96,7 +96,7 @@ def build_test_settings(
 
     ``--count N`` sets min and max query count (for Offline: the samples in its one query);
     ``--time S`` sets the min duration and a max duration a little above it
-    (:func:`max_duration_for`); ``--qps`` the Server target and Offline expected QPS;
+    (:func:`max_duration_for`; none when ``--count`` bounds the run too); ``--qps`` the Server target and Offline expected QPS;
     ``--max-latency S`` the Server target latency (and MultiStream expected latency);
     ``--samples-per-query`` the MultiStream query size. The performance sample count is capped at
     the dataset size. Several user confs are read in order (later values win). ``rules_version`` other than v6.1 sets that round's values after the conf
@@ -138,7 +138,9 @@ def _apply(settings: lg.TestSettings, o: Overrides) -> None:
         if o.time_s <= 0:
             raise UsageError(f"--time must be positive, got {o.time_s}")
         settings.min_duration_ms = int(round(o.time_s * 1000))
-        settings.max_duration_ms = max_duration_for(settings.min_duration_ms)
+        # with --count too, the query count bounds the run: a duration cap would cut it short of that
+        # count on a slow machine and make the run INVALID
+        settings.max_duration_ms = 0 if o.count is not None else max_duration_for(settings.min_duration_ms)
     if o.qps is not None:
         if o.qps <= 0:
             raise UsageError(f"--qps must be positive, got {o.qps}")
