@@ -568,8 +568,12 @@ def test_settings_layer_builtin_conf_then_user_conf_then_options(tmp_path):
     settings, _, _ = build_test_settings("resnet50", "Offline", accuracy=True, user_conf=conf, total_samples=5000,
                                       overrides=Overrides(qps=50, time_s=2, count=64))
     assert settings.offline_expected_qps == 50 and settings.min_duration_ms == 2000
-    assert settings.max_duration_ms == 4500 and (settings.min_query_count, settings.max_query_count) == (64, 64)
+    # --count bounds the run, so no duration cap cuts it short of that count
+    assert settings.max_duration_ms == 0 and (settings.min_query_count, settings.max_query_count) == (64, 64)
     assert settings.performance_sample_count_override == 1024 and settings.mode == lg.TestMode.AccuracyOnly
+    settings, _, _ = build_test_settings("resnet50", "SingleStream", accuracy=False, user_conf=None,
+                                      total_samples=5000, overrides=Overrides(time_s=2))
+    assert settings.min_duration_ms == 2000 and settings.max_duration_ms == 4500  # --time alone: a capped run
     settings, rules, _ = build_test_settings("resnet50", "MultiStream", accuracy=False, user_conf=None,
                                           total_samples=5000,
                                           overrides=Overrides(max_latency_s=0.1, samples_per_query=4))
