@@ -309,3 +309,29 @@ def test_unzip_from_a_url_is_bounded_in_size(tmp_path, ckx_home, http_server):
     assert snapshot(local) == before
     cache = Home(ckx_home).cache
     assert not cache.exists() or [p for p in cache.rglob("*") if p.is_file()] == []
+
+
+def test_corrupt_member_in_a_whole_repo_archive_creates_and_registers_nothing(tmp_path, ckx_home):
+    archive = make_zip(tmp_path / "repo-crc.zip", {
+        "ckx-repo.json": {"name": "damaged", "uid": "00000000000000d4", "schema_version": 1},
+        "experiments/a/data.bin": b"abcdefghij" * 100,
+        "experiments/a/meta.json": meta("00000000000000a6", "a"),
+    }, stored=True)
+    flip_byte_in_member(archive, "experiments/a/data.bin")
+    result = access({"action": "unzip", "module": "repo", "zip": str(archive)})
+    assert result["return"] == EXIT_INTEGRITY and "experiments/a/data.bin" in result["error"], result
+    assert _repos_dir(ckx_home) == ["local"] and _registered(ckx_home) == []
+
+
+def test_staging_left_by_a_killed_unzip_is_removed_by_the_next(tmp_path, ckx_home):
+    access({"action": "list", "module": "experiment"})
+    local = ckx_home / "repos" / "local"
+    left = local / ".unzip-999999-abcdef"  # a process that is gone: its lock file is free
+    (left / "new/0").mkdir(parents=True)
+    (left / "new/0/meta.json").write_text("{}")
+    (left / ".owner.lock").write_text("999999\n")
+    archive = make_zip(tmp_path / "ok.zip", {"experiments/a/meta.json": meta("00000000000000a7", "a")})
+    result = access({"action": "unzip", "module": "repo", "zip": str(archive)})
+    assert result["return"] == 0, result
+    assert not left.exists()
+    _no_staging_left(local)
