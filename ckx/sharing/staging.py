@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ckx.core.errors import CkxError
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; staging directories are then judged by their process id alone
@@ -100,6 +102,11 @@ def _hold_lock(directory: Path) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, f"{os.getpid()}\n".encode())
         os.rename(tmp, directory / LOCK_NAME)
+    except OSError:  # a filesystem without flock: the process id in the name has to do
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return None
     except BaseException:
         os.close(fd)
         raise
@@ -112,9 +119,12 @@ def staging_dir(parent: Path, kind: str, *, info: Callable[[str], None] | None =
 
     Stale staging directories of the same kind in ``parent`` are removed first.
     """
-    parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(parent, kind, info=info)
-    path = Path(tempfile.mkdtemp(prefix=f".{kind}-{os.getpid()}-", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(parent, kind, info=info)
+        path = Path(tempfile.mkdtemp(prefix=f".{kind}-{os.getpid()}-", dir=parent))
+    except OSError as exc:
+        raise CkxError(f"cannot make a staging directory in {parent}: {exc.strerror or exc}") from None
     fd = None
     try:
         fd = _hold_lock(path)

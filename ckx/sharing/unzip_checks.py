@@ -177,7 +177,7 @@ def code_reasons(module: str, meta: dict | None, files: Iterable[tuple[str, ...]
         reasons.append(f"a {module}")
     scripts = sorted("/".join(parts) for parts in files if is_code_file(parts))
     if scripts:
-        reasons.append("files " + ", ".join(scripts))
+        reasons.append(("scripts " if len(scripts) > 1 else "script ") + ", ".join(scripts))
     keys = _command_keys(meta or {})
     if keys:
         reasons.append("meta keys " + ", ".join(keys))
