@@ -444,7 +444,9 @@ def test_zip_ck_entry_carries_alias_files_and_converts_into_a_native_repo(tmp_pa
         "package/ml-model-mlperf-resnet50-onnx/.cm/meta.json",
     ]
     home2 = use_home(monkeypatch, tmp_path / "home2")
-    ok(access({"action": "unzip", "module": "repo", "zip": str(archive)}))
+    refused = access({"action": "unzip", "module": "repo", "zip": str(archive)})  # a package carries code
+    assert refused["return"] == 2 and "--allow_code" in refused["hint"] and "package:ml-model-mlperf-resnet50-onnx" in refused["error"]
+    ok(access({"action": "unzip", "module": "repo", "zip": str(archive), "allow_code": True}))
     loaded = ok(access({"action": "load", "module": "package", "entry": "ml-model-mlperf-resnet50-onnx"}))
     assert loaded["repo"] == "local" and loaded["uid"] == "0a1b2c3d4e5f6071"
     assert loaded["meta"]["install_env"] == {"ML_MODEL_DATA_LAYOUT": "NCHW"}

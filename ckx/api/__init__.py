@@ -106,10 +106,12 @@ ACTIONS: tuple[Action, ...] = (
                     Option("branch", help="the branch to check out"),
                     Option("no_deps", "bool", help="do not pull the repos it depends on"),
                     Option("timeout", "seconds", help="seconds one git command may take (default 900)"))),
-    Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]",
+    Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite] [--allow_code]",
            long=True,
            options=(Option("zip", help="the archive: a file or an http(s) URL", aliases=("archive",)),
-                    Option("overwrite", "bool", help="replace entries that are already there"))),
+                    Option("overwrite", "bool", help="replace entries that are already there"),
+                    Option("allow_code", "bool", help="let entries that carry code (packages, softs, programs, "
+                                                      "scripts, command lines) into an existing repo"))),
     # software
     Action("detect", "soft", "ckx.software.actions:action_detect_soft", "detect installed software and record envs",
            "ckx detect soft[:ALIAS] [--tags=...] [--full_path=P] [--search_dir=D] [--search_depth=N] [--force_version=V]"

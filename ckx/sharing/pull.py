@@ -1,8 +1,10 @@
 """`ckx pull repo`: clone or fast-forward a repo with git, register it, and pull the repos it declares.
 
-A repo is cloned (``git clone``, argv list, timeout, never prompting) into a temporary directory
+A repo is cloned (``git clone``, argv list, timeout, never prompting) into a staging directory
 under ``$CKX_HOME/repos`` and only then renamed into place and registered: a failed clone leaves
-nothing behind and registers nothing. Pulling a registered repo fetches and fast-forwards it; a
+nothing behind and registers nothing. A killed pull leaves nothing either that the next pull does not
+remove (ckx.sharing.staging), and git dies with the ckx process that started it (on Linux the kernel
+kills it when its parent goes, ``PR_SET_PDEATHSIG``). Pulling a registered repo fetches and fast-forwards it; a
 repo whose history diverged from its origin is an error. Nothing from the pulled repo runs: git
 hooks point at an empty directory (the clone gets no template hooks either) and nothing is
 pip-installed. The repos a repo declares (CK: ``.ckr.json`` ``dict.repo_deps``; native:
@@ -11,12 +13,12 @@ pip-installed. The repos a repo declares (CK: ``.ckr.json`` ``dict.repo_deps``; 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,6 +28,7 @@ from ckx.core.errors import CkxError, NotFound, UsageError
 from ckx.core.jsonio import read_json
 from ckx.sharing.catalog import CatalogEntry, load_catalog, url_for_alias
 from ckx.sharing.placement import move_and_register
+from ckx.sharing.staging import staging_dir
 from ckx.store.context import Context
 from ckx.store.repo import CK_REPO_FILE, NATIVE_REPO_FILE, Registry, Repo, detect_format, read_repo_description
 
@@ -51,11 +54,37 @@ def _git_env() -> dict[str, str]:
     return env
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when ckx dies (Linux's prctl); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # ckx died before the prctl took hold
+            os._exit(1)
+
+    return preexec
+
+
 @contextlib.contextmanager
-def _no_hooks() -> Iterator[Path]:
-    """An empty directory: the hooks path and clone template, so no hook of any repo ever runs."""
-    with tempfile.TemporaryDirectory(prefix="ckx-git-nohooks-") as empty:
-        yield Path(empty)
+def _no_hooks(ctx: Context) -> Iterator[Path]:
+    """An empty directory: the hooks path and clone template, so no hook of any repo ever runs.
+
+    It lies in a pull staging directory under $CKX_HOME/repos, so a killed pull leaves it to the next one to remove.
+    """
+    with staging_dir(ctx.home.repos_dir, "pull", info=ctx.info) as staging:
+        empty = staging / "nohooks"
+        empty.mkdir()
+        yield empty
 
 
 def _git(args: list[str], *, hooks: Path, cwd: Path | None = None, timeout: float = GIT_TIMEOUT,
@@ -65,9 +94,12 @@ def _git(args: list[str], *, hooks: Path, cwd: Path | None = None, timeout: floa
     label = what or "git " + " ".join(args[:2])
     try:
         # setsid: without a controlling terminal neither git nor ssh can open /dev/tty to prompt; and as its
-        # own process group, git goes down on a timeout together with its children (remote-https, ssh).
+        # own process group, git goes down on a timeout or an exception together with its children
+        # (remote-https, ssh). If ckx itself is killed, the kernel kills git (PR_SET_PDEATHSIG), and
+        # git's children end as their pipes to it close.
         proc = subprocess.Popen(argv, cwd=cwd, env=_git_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=_die_with_parent())
     except FileNotFoundError:
         raise GitError("git is not installed (or not on PATH)", hint="install git, or use 'ckx unzip' with an archive") from None
     with proc:
@@ -246,13 +278,12 @@ def _clone_and_register(ctx: Context, name: str | None, url: str, branch: str | 
     """Clone into a staging directory, rename it into place, register it; nothing is left on failure."""
     home = ctx.home
     home.ensure()
-    staging = Path(tempfile.mkdtemp(prefix=".pull-", dir=home.repos_dir))
-    try:
+    with staging_dir(home.repos_dir, "pull", info=ctx.info) as staging:
         checkout = staging / "checkout"
         args = ["clone", "--quiet", "--no-recurse-submodules"]
         if branch:
             args += ["--branch", branch]
-        with _no_hooks() as hooks:
+        with _no_hooks(ctx) as hooks:
             ctx.info(f"cloning {url}" + (f" (branch {branch})" if branch else ""))
             _git([*args, f"--template={hooks}", "--", url, str(checkout)], hooks=hooks, timeout=timeout,
                  what=f"git clone of {url}")
@@ -279,8 +310,6 @@ def _clone_and_register(ctx: Context, name: str | None, url: str, branch: str | 
             raise CkxError(f"{target} already exists and is not a registered repo",
                            hint=f"move it away, or register it with 'ckx add repo:{repo_name} --path={target}'")
         move_and_register(ctx, checkout, target, repo_name, fmt, desc, url, what=f"the clone of {url}", origin="pulled")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     ctx.forget_registry()
     return PullOutcome(repo_name, "cloned", target, url, fmt, commit)
 
@@ -290,7 +319,7 @@ def _update(ctx: Context, repo: Repo, url: str | None, branch: str | None, timeo
     if not (repo.path / ".git").exists():
         raise UsageError(f"repo {repo.name} at {repo.path} is not a git checkout: there is nothing to pull",
                          hint="repos made with 'ckx add repo' or 'ckx unzip' move with zip/unzip")
-    with _no_hooks() as hooks:
+    with _no_hooks(ctx) as hooks:
         def git(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
             return _git(list(args), hooks=hooks, cwd=repo.path, timeout=timeout, **kwargs)
 

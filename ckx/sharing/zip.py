@@ -73,6 +73,7 @@ def _walk_files(root: Path, *, top_excludes: Iterable[str] = (),
 def _entry_members(ctx: Context, record: EntryRecord) -> list[tuple[str, Path]]:
     """(archive name, file) of one entry, relative to its repo root; CK entries bring their alias files."""
     repo = ctx.registry.get(record.repo)
+    repo.check_inside(record.path, "entry directory")  # os.walk would follow a linked entry directory out
     root = repo.path
     members = [(p.relative_to(root).as_posix(), p) for p in _walk_files(record.path, warn=ctx.warn)]
     if repo.format == "ck":

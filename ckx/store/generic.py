@@ -77,6 +77,13 @@ def resolve_entry(ctx: Context, cid: Cid) -> EntryRecord:
     return records[0]
 
 
+def check_inside_repo(ctx: Context, record: EntryRecord) -> None:
+    """MetaError when the entry's directory or meta leads outside its repo through a symlink (never followed)."""
+    repo = ctx.registry.get(record.repo)
+    repo.check_inside(record.path, "entry directory")
+    repo.check_inside(record.meta_path, "meta file")
+
+
 def entry_result(record: EntryRecord, meta: dict | None = None) -> dict:
     result = record.summary()
     result["meta"] = meta if meta is not None else load_meta(record.meta_path)
@@ -85,6 +92,7 @@ def entry_result(record: EntryRecord, meta: dict | None = None) -> dict:
 
 def merged_meta(ctx: Context, record: EntryRecord, _seen: tuple[str, ...] = ()) -> dict:
     """An entry's meta with its base entry's meta merged under it (``"base": "alias"``, recursively)."""
+    check_inside_repo(ctx, record)
     meta = load_meta(record.meta_path)
     base = meta.get("base") or meta.get("_base_entry")
     if not base:
@@ -213,8 +221,7 @@ def write_new_entry(
         shutil.rmtree(staging)
     try:
         if files_from is not None:
-            shutil.copytree(files_from, staging, symlinks=True,
-                            ignore=shutil.ignore_patterns(".cm", "meta.json", "meta.yaml", "meta.yml"))
+            shutil.copytree(files_from, staging, symlinks=True, ignore=_copy_filter(ctx, files_from))
         else:
             staging.mkdir()
         write_meta_file(staging / meta_name, meta)
@@ -234,9 +241,30 @@ def write_new_entry(
     raise CkxError(f"the new entry at {target} did not appear in the index")  # pragma: no cover
 
 
+def _copy_filter(ctx: Context, entry_dir: Path):
+    """copytree's ignore: the meta files, and symlinks that lead outside the entry (skipped with a warning)."""
+    metas = {".cm", "meta.json", "meta.yaml", "meta.yml"}
+    top = os.path.realpath(entry_dir)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = set(metas) if os.path.realpath(directory) == top else set()
+        for name in names:
+            path = os.path.join(directory, name)
+            if name in skipped or not os.path.islink(path):
+                continue
+            real = os.path.realpath(path)
+            if real != top and not real.startswith(top + os.sep):
+                ctx.warn(f"not copied: {path} is a symlink to {real}, outside the entry")
+                skipped.add(name)
+        return skipped
+
+    return ignore
+
+
 def load(ctx: Context, inp: dict) -> dict:
     """An entry's meta and location: ``ckx load MODULE:ENTRY [--merged]``."""
     record = resolve_entry(ctx, _cid(inp))
+    check_inside_repo(ctx, record)
     meta = merged_meta(ctx, record) if inp.get("merged") else load_meta(record.meta_path)
     return {"return": 0, **entry_result(record, meta)}
 
@@ -377,6 +405,7 @@ def ren(ctx: Context, inp: dict) -> dict:
 def cp(ctx: Context, inp: dict) -> dict:
     """Copy an entry under a new uid: ``ckx cp M:SRC NEW`` or ``M:SRC REPO:M:NEW`` (also from CK-format repos)."""
     source = resolve_entry(ctx, _cid(inp))
+    check_inside_repo(ctx, source)
     repo_name, alias = _second_cid(inp, source)
     if repo_name == source.repo and (alias is None or alias == source.alias):
         raise UsageError("'cp' needs a new name or another repo", hint=f"usage: ckx cp {source.cid} NEW_ALIAS")

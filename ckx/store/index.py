@@ -239,7 +239,7 @@ class Index:
         rows = self.db.execute("SELECT module, error FROM entries WHERE error IS NOT NULL").fetchall()
         for module, error in rows:
             if modules is None or module in modules:
-                self._warn(f"skipped an entry whose meta file is unreadable: {error}")
+                self._warn(f"skipped an entry whose meta file is unreadable or refused: {error}")
 
     def _plan(self, modules: set[str] | None) -> "_Plan":
         """Compare the disk with the index (reads only: no lock held)."""
@@ -266,7 +266,21 @@ class Index:
                 "SELECT module, path, mtime_ns FROM moddirs WHERE repo=?", (repo.name,)
             ):
                 indexed_dirs[module] = (path, mtime)
-        live_dirs = repo.module_dirs()
+        try:
+            live_dirs = repo.module_dirs()
+        except OSError as exc:
+            # One repo that cannot be read must not take the others down: warn, and leave its entries out.
+            self._warn(f"repo {repo.name} at {repo.path} cannot be read ({exc.strerror or exc}); its entries are left out")
+            live_dirs = []
+        root = os.path.realpath(repo.path)
+        inside = []
+        for module, module_dir in live_dirs:
+            target = repo.outside(module_dir, root) if os.path.islink(module_dir) else None
+            if target is not None:
+                self._warn(f"skipped {module_dir}: it is a symlink to {target}, outside repo {repo.name}")
+            else:
+                inside.append((module, module_dir))
+        live_dirs = inside
         live_modules = {module for module, _ in live_dirs}
         for module in indexed_dirs:
             if module not in live_modules and (modules is None or module in modules):
@@ -278,14 +292,17 @@ class Index:
                 dir_mtime = os.stat(module_dir).st_mtime_ns
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                self._warn(f"skipped {module_dir} of repo {repo.name}: {exc.strerror or exc}")
+                continue
             stamps = None if fresh else self._stamps(repo.name, module)
             if stamps is not None and indexed_dirs.get(module) == (str(module_dir), dir_mtime):
-                self._plan_stamps(repo, module, module_dir, stamps, plan)
+                self._plan_stamps(repo, root, module, module_dir, stamps, plan)
                 continue
             plan.moddirs.append((repo.name, module, str(module_dir), dir_mtime))
             plan.touched.add((repo.name, module))
             indexed = {} if fresh else self._indexed(repo.name, module)
-            self._plan_listing(repo, module, module_dir, indexed, plan)
+            self._plan_listing(repo, root, module, module_dir, indexed, plan)
 
     def _stamps(self, repo: str, module: str) -> ModuleStamps | None:
         """The stamps of one module as last indexed; None when missing or unreadable (then list it again)."""
@@ -307,28 +324,46 @@ class Index:
         return {dirname: (row_id, (mtime, ctime, size), meta_path)
                 for row_id, dirname, mtime, ctime, size, meta_path in rows}
 
-    def _plan_listing(self, repo: Repo, module: str, module_dir: Path, indexed: dict, plan: "_Plan") -> None:
-        """The module directory changed: compare its listing, then stat every meta file."""
+    def _locate(self, repo: Repo, root: str, entry_dir: Path, is_link: bool | None
+                ) -> tuple[Path, os.stat_result, str | None] | None:
+        """The entry's meta (see Repo.locate_meta); an entry directory that cannot be read is a warning."""
+        try:
+            return repo.locate_meta(entry_dir, root=root, entry_is_link=is_link)
+        except OSError as exc:
+            self._warn(f"skipped {entry_dir} of repo {repo.name}: {exc.strerror or exc}")
+            return None
+
+    def _plan_listing(self, repo: Repo, root: str, module: str, module_dir: Path, indexed: dict, plan: "_Plan") -> None:
+        """The module directory changed: compare its listing, then stat every meta file.
+
+        A meta or an entry directory that is a symlink leading out of the repo becomes a row with an
+        error (reported on every refresh, never listed or loaded).
+        """
         seen: set[str] = set()
         try:
-            children = [d.name for d in os.scandir(module_dir) if not d.name.startswith(".") and d.is_dir()]
+            children = [(d.name, d.is_symlink()) for d in os.scandir(module_dir)
+                        if not d.name.startswith(".") and d.is_dir()]
         except FileNotFoundError:
             children = []
-        for dirname in children:
+        except OSError as exc:
+            self._warn(f"skipped {module_dir} of repo {repo.name}: {exc.strerror or exc}; its entries are left out")
+            children = []
+        for dirname, is_link in children:
             entry_dir = module_dir / dirname
-            found = repo.find_meta(entry_dir)
+            found = self._locate(repo, root, entry_dir, is_link)
             if found is None:
                 continue
-            meta_path, st = found
+            meta_path, st, refused = found
             seen.add(dirname)
             known = indexed.get(dirname)
             if known is None or (known[1], known[2]) != (stamp_of(st), str(meta_path)):
-                plan.upserts.append((repo, module, dirname, entry_dir, meta_path, stamp_of(st)))
+                plan.upserts.append((repo, module, dirname, entry_dir, meta_path, stamp_of(st), refused))
         for dirname, known in indexed.items():
             if dirname not in seen:
                 plan.deletes.append(known[0])
 
-    def _plan_stamps(self, repo: Repo, module: str, module_dir: Path, stamps: ModuleStamps, plan: "_Plan") -> None:
+    def _plan_stamps(self, repo: Repo, root: str, module: str, module_dir: Path, stamps: ModuleStamps,
+                     plan: "_Plan") -> None:
         """The listing is unchanged: only meta files edited in place need re-reading (one stat each)."""
         changed = stamps.changed(str(module_dir))
         if changed:
@@ -337,12 +372,12 @@ class Index:
             dirname = stamps.names[position].split("/", 1)[0]
             entry_dir = module_dir / dirname
             # Read the meta file again, or the one that replaced it (meta.json -> meta.yaml), or drop the row.
-            found = repo.find_meta(entry_dir)
+            found = self._locate(repo, root, entry_dir, None)
             if found is None:
                 plan.deletes.append(stamps.ids[position])
             else:
-                meta_path, st = found
-                plan.upserts.append((repo, module, dirname, entry_dir, meta_path, stamp_of(st)))
+                meta_path, st, refused = found
+                plan.upserts.append((repo, module, dirname, entry_dir, meta_path, stamp_of(st), refused))
 
     def _apply(self, plan: "_Plan") -> dict:
         parsed = [self._parse(*item) for item in plan.upserts]
@@ -435,16 +470,18 @@ class Index:
         self.db.execute(f"DELETE FROM names WHERE entry IN (SELECT id FROM entries WHERE {condition})", params)
         self.db.execute(f"DELETE FROM entries WHERE {condition}", params)
 
-    def _parse(self, repo: Repo, module: str, dirname: str, entry_dir: Path, meta_path: Path, stamp: Stamp) -> "_Row":
-        """Read one meta file into an entries row; a bad file becomes a row with ``error`` set."""
-        error = None
+    def _parse(self, repo: Repo, module: str, dirname: str, entry_dir: Path, meta_path: Path, stamp: Stamp,
+               refused: str | None = None) -> "_Row":
+        """Read one meta file into an entries row; a bad (or ``refused``) file becomes a row with ``error`` set."""
+        error = refused
         meta: dict = {}
-        try:
-            meta = read_meta_file(meta_path)
-        except MetaError as exc:
-            error = str(exc)
-        except OSError as exc:
-            error = f"{meta_path}: {exc.strerror}"
+        if refused is None:
+            try:
+                meta = read_meta_file(meta_path)
+            except MetaError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = f"{meta_path}: {exc.strerror}"
         if repo.format == "ck":
             uid, alias = ck_entry_ids(entry_dir.parent, dirname, meta_path)
         else:
@@ -533,7 +570,7 @@ class _Plan:
         self.new_repos: list[Repo] = []
         self.drop_modules: list[tuple[str, str]] = []
         self.moddirs: list[tuple[str, str, str, int]] = []
-        self.upserts: list[tuple[Repo, str, str, Path, Path, Stamp]] = []
+        self.upserts: list[tuple[Repo, str, str, Path, Path, Stamp, str | None]] = []
         self.deletes: list[int] = []
         self.touched: set[tuple[str, str]] = set()  # (repo, module) whose stamps must be written again
 

@@ -93,7 +93,24 @@ class Repo:
         return self.path / KIND_DIRS.get(module, module)
 
     def find_meta(self, entry_dir: Path) -> tuple[Path, os.stat_result] | None:
-        """The meta file of an entry directory with its stat (one stat per candidate), or None."""
+        """The meta file of an entry directory with its stat (one stat per candidate), or None.
+
+        None too for a meta (or entry directory) that is a symlink leading outside this repo.
+        """
+        found = self.locate_meta(entry_dir)
+        if found is None or found[2] is not None:
+            return None
+        return found[0], found[1]
+
+    def locate_meta(self, entry_dir: Path, *, root: str | None = None, entry_is_link: bool | None = None
+                    ) -> tuple[Path, os.stat_result, str | None] | None:
+        """(meta path, its stat, why it is refused or None) of an entry directory; None without a meta.
+
+        A meta, or an entry directory, that is a symlink resolving outside this repo is refused: the
+        third item says so, naming both ends. ``root`` is this repo's real path (computed when not
+        given), ``entry_is_link`` whether ``entry_dir`` is a symlink (looked up when not given).
+        Raises OSError (PermissionError) for an entry directory that cannot be read.
+        """
         names = (".cm/meta.json",) if self.format == "ck" else META_NAMES
         for name in names:
             candidate = entry_dir / name
@@ -102,18 +119,46 @@ class Repo:
             except (FileNotFoundError, NotADirectoryError):
                 continue
             if stat.S_ISREG(st.st_mode):
-                return candidate, st
+                return candidate, st, self._link_out(entry_dir, candidate, root, entry_is_link)
         return None
 
+    def _link_out(self, entry_dir: Path, meta: Path, root: str | None, entry_is_link: bool | None) -> str | None:
+        if entry_is_link is None:
+            entry_is_link = os.path.islink(entry_dir)
+        if entry_is_link:
+            target = self.outside(entry_dir, root)
+            if target is not None:
+                return f"{entry_dir} is a symlink to {target}, outside repo {self.name}"
+        if os.path.islink(meta) or (self.format == "ck" and os.path.islink(entry_dir / ".cm")):
+            target = self.outside(meta, root)
+            if target is not None:
+                return f"{meta} is a symlink to {target}, outside repo {self.name}"
+        return None
+
+    def outside(self, path: Path, root: str | None = None) -> str | None:
+        """The real path ``path`` leads to when that lies outside this repo (through symlinks); else None."""
+        root = root if root is not None else os.path.realpath(self.path)
+        real = os.path.realpath(path)
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return None
+        return real
+
+    def check_inside(self, path: Path, what: str = "entry") -> None:
+        """MetaError when ``path`` leads outside this repo through a symlink: ckx never follows one out."""
+        target = self.outside(path)
+        if target is not None:
+            raise MetaError(f"{what} {path} is a symlink to {target}, outside repo {self.name}; ckx does not follow it",
+                            hint="replace the link with the files themselves, or remove it")
+
     def module_dirs(self) -> list[tuple[str, Path]]:
-        """Every (module, directory) pair this repo holds entries in."""
+        """Every (module, directory) pair this repo holds entries in.
+
+        Raises OSError when the repo's directory is missing or cannot be read.
+        """
         if self.format == "ck":
             return _ck_module_dirs(self.path)
         result = []
-        try:
-            children = sorted(os.scandir(self.path), key=lambda d: d.name)
-        except FileNotFoundError:
-            return []
+        children = sorted(os.scandir(self.path), key=lambda d: d.name)
         for child in children:
             name = child.name
             if name.startswith((".", "_")) or name in self.exclude_dirs or not child.is_dir():
@@ -150,12 +195,9 @@ def _ck_module_dirs(root: Path) -> list[tuple[str, Path]]:
                 names.add(item.name[len("alias-a-"):])
     except FileNotFoundError:
         pass
-    try:
-        for child in os.scandir(root):
-            if child.is_dir() and not child.name.startswith(".") and (Path(child.path) / ".cm").is_dir():
-                names.add(child.name)
-    except FileNotFoundError:
-        return []
+    for child in os.scandir(root):
+        if child.is_dir() and not child.name.startswith(".") and (Path(child.path) / ".cm").is_dir():
+            names.add(child.name)
     return [(name, root / name) for name in sorted(names) if (root / name).is_dir()]
 
 
