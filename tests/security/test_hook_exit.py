@@ -1,0 +1,170 @@
+"""A hook may not end ckx: sys.exit and KeyboardInterrupt inside a hook are failures that name it."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ckx.api import access
+
+ROOT = Path(__file__).resolve().parents[2]
+TAG = "hookexittest"
+
+
+def _cli_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CKX_HOME"] = str(home)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("CKX_DEBUG", None)
+    return env
+
+
+def _ckx(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ckx", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env=_cli_env(home), timeout=300)
+
+
+@pytest.fixture
+def entries(ctx, tmp_path):
+    """A native repo 'hookexit' registered in the throwaway home; returns its root."""
+    root = tmp_path / "hookexit-repo"
+    result = access({"action": "add", "module": "repo", "entry": "hookexit", "path": str(root)}, context=ctx)
+    assert result["return"] == 0, result
+    return root
+
+
+def add_package(root: Path, alias: str, hook: str) -> Path:
+    entry = root / "packages" / alias
+    entry.mkdir(parents=True)
+    meta = {"alias": alias, "uid": secrets.token_hex(8), "schema_version": 1, "tags": [TAG, alias],
+            "soft": "test.hookexit", "source": {"kind": "hook"}}
+    (entry / "meta.json").write_text(json.dumps(meta, indent=1))
+    (entry / "install.py").write_text(textwrap.dedent(hook))
+    return entry / "install.py"
+
+
+def env_records(home: Path) -> list[dict]:
+    envs = home / "repos" / "local" / "envs"
+    if not envs.is_dir():
+        return []
+    return [json.loads((d / "meta.json").read_text()) for d in envs.iterdir() if (d / "meta.json").is_file()]
+
+
+def assert_nothing_installed(home: Path) -> None:
+    tools = home / "tools"
+    assert not tools.is_dir() or sorted(p.name for p in tools.iterdir()) == []
+    assert [m for m in env_records(home) if TAG in (m.get("tags") or [])] == []
+
+
+HALF_WRITTEN = '''\
+    import sys as _sys
+
+
+    def install(*, install_dir):
+        (install_dir / "half.bin").write_bytes(b"x" * 1000)
+        {ending}
+'''
+
+
+@pytest.mark.parametrize("ending, said", [
+    ("_sys.exit(0)", "called sys.exit(0)"),
+    ("_sys.exit(3)", "called sys.exit(3)"),
+    ("_sys.exit()", "called sys.exit()"),
+    ("raise KeyboardInterrupt", "raised KeyboardInterrupt"),
+    ("raise SystemExit('bye')", "called sys.exit('bye')"),
+])
+def test_an_install_hook_that_exits_fails_naming_it(entries, ckx_home, ending, said):
+    hook_path = add_package(entries, "exits", HALF_WRITTEN.format(ending=ending))
+    proc = _ckx(ckx_home, "install", "package:exits", "--json")
+    assert proc.returncode != 0 and proc.returncode != 130, (proc.returncode, proc.stdout, proc.stderr)
+    document = json.loads(proc.stdout)
+    assert document["error_type"] == "HookAborted"
+    assert str(hook_path) in document["error"] and "install()" in document["error"] and said in document["error"]
+    assert "Traceback" not in proc.stderr
+    assert_nothing_installed(ckx_home)
+
+
+def test_an_install_py_that_exits_while_it_loads_fails_naming_it(entries, ckx_home):
+    hook_path = add_package(entries, "exitsonload", '''\
+        import sys as _sys
+
+        _sys.exit(0)
+
+
+        def install(*, install_dir):
+            (install_dir / "never.txt").write_text("never")
+    ''')
+    proc = _ckx(ckx_home, "install", "package:exitsonload", "--json")
+    assert proc.returncode != 0
+    document = json.loads(proc.stdout)
+    assert str(hook_path) in document["error"] and "while it loads" in document["error"]
+    assert_nothing_installed(ckx_home)
+
+
+def test_a_hook_that_exits_fails_in_process_too_and_the_interpreter_lives(ctx, entries, ckx_home):
+    add_package(entries, "exitsinprocess", HALF_WRITTEN.format(ending="_sys.exit(0)"))
+    ctx.index.refresh(["package"], force=True)
+    result = access({"action": "install", "module": "package", "entry": "exitsinprocess"}, context=ctx)
+    assert result["return"] != 0 and result["error_type"] == "HookAborted"
+    assert_nothing_installed(ckx_home)
+
+
+def test_a_detection_hook_that_exits_fails_naming_it(entries, ckx_home, tmp_path):
+    marker = tmp_path / "thing.marker"
+    marker.write_text("1.0\n")
+    entry = entries / "soft" / "exitingsoft"
+    entry.mkdir(parents=True)
+    meta = {"alias": "exitingsoft", "uid": secrets.token_hex(8), "schema_version": 1, "tags": [TAG],
+            "detect": {"kind": "marker", "files": [marker.name], "search_dirs": [str(tmp_path)]}}
+    (entry / "meta.json").write_text(json.dumps(meta))
+    (entry / "customize.py").write_text(textwrap.dedent('''\
+        import sys as _sys
+
+
+        def detect_version(*, full_path):
+            _sys.exit(0)
+    '''))
+    proc = _ckx(ckx_home, "detect", "soft:exitingsoft", f"--full_path={marker}", "--json")
+    assert proc.returncode != 0, (proc.stdout, proc.stderr)
+    document = json.loads(proc.stdout)
+    assert str(entry / "customize.py") in document["error"] and "detect_version()" in document["error"]
+    assert [m for m in env_records(ckx_home) if m.get("soft") == "exitingsoft"] == []
+
+
+def test_the_users_ctrl_c_during_a_hook_still_interrupts_ckx(entries, ckx_home, tmp_path):
+    started = tmp_path / "hook-started"
+    add_package(entries, "slow", f'''\
+        import pathlib as _pathlib
+        import time as _time
+
+
+        def install(*, install_dir):
+            (install_dir / "half.bin").write_bytes(b"x" * 1000)
+            _pathlib.Path({str(started)!r}).write_text("started")
+            _time.sleep(120)
+    ''')
+    proc = subprocess.Popen([sys.executable, "-m", "ckx", "install", "package:slow", "--json"], env=_cli_env(ckx_home),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the hook never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "interrupted" in stderr and "HookAborted" not in stdout
+    assert_nothing_installed(ckx_home)
