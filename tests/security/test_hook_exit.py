@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -13,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from pkgrepo import PackageRepo, assert_nothing_installed, env_records
+
 from ckx.api import access
 
 ROOT = Path(__file__).resolve().parents[2]
-TAG = "hookexittest"
 
 
 def _cli_env(home: Path) -> dict[str, str]:
@@ -33,35 +33,12 @@ def _ckx(home: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def entries(ctx, tmp_path):
-    """A native repo 'hookexit' registered in the throwaway home; returns its root."""
-    root = tmp_path / "hookexit-repo"
-    result = access({"action": "add", "module": "repo", "entry": "hookexit", "path": str(root)}, context=ctx)
-    assert result["return"] == 0, result
-    return root
+def repo(ctx, tmp_path) -> PackageRepo:
+    return PackageRepo(ctx, tmp_path / "hookexit-repo")
 
 
-def add_package(root: Path, alias: str, hook: str) -> Path:
-    entry = root / "packages" / alias
-    entry.mkdir(parents=True)
-    meta = {"alias": alias, "uid": secrets.token_hex(8), "schema_version": 1, "tags": [TAG, alias],
-            "soft": "test.hookexit", "source": {"kind": "hook"}}
-    (entry / "meta.json").write_text(json.dumps(meta, indent=1))
-    (entry / "install.py").write_text(textwrap.dedent(hook))
-    return entry / "install.py"
-
-
-def env_records(home: Path) -> list[dict]:
-    envs = home / "repos" / "local" / "envs"
-    if not envs.is_dir():
-        return []
-    return [json.loads((d / "meta.json").read_text()) for d in envs.iterdir() if (d / "meta.json").is_file()]
-
-
-def assert_nothing_installed(home: Path) -> None:
-    tools = home / "tools"
-    assert not tools.is_dir() or sorted(p.name for p in tools.iterdir()) == []
-    assert [m for m in env_records(home) if TAG in (m.get("tags") or [])] == []
+def add_package(repo: PackageRepo, alias: str, hook: str) -> Path:
+    return repo.add(alias, source={"kind": "hook"}, hook=hook) / "install.py"
 
 
 HALF_WRITTEN = '''\
@@ -81,8 +58,8 @@ HALF_WRITTEN = '''\
     ("raise KeyboardInterrupt", "raised KeyboardInterrupt"),
     ("raise SystemExit('bye')", "called sys.exit('bye')"),
 ])
-def test_an_install_hook_that_exits_fails_naming_it(entries, ckx_home, ending, said):
-    hook_path = add_package(entries, "exits", HALF_WRITTEN.format(ending=ending))
+def test_an_install_hook_that_exits_fails_naming_it(repo, ckx_home, ending, said):
+    hook_path = add_package(repo, "exits", HALF_WRITTEN.format(ending=ending))
     proc = _ckx(ckx_home, "install", "package:exits", "--json")
     assert proc.returncode != 0 and proc.returncode != 130, (proc.returncode, proc.stdout, proc.stderr)
     document = json.loads(proc.stdout)
@@ -92,8 +69,8 @@ def test_an_install_hook_that_exits_fails_naming_it(entries, ckx_home, ending, s
     assert_nothing_installed(ckx_home)
 
 
-def test_an_install_py_that_exits_while_it_loads_fails_naming_it(entries, ckx_home):
-    hook_path = add_package(entries, "exitsonload", '''\
+def test_an_install_py_that_exits_while_it_loads_fails_naming_it(repo, ckx_home):
+    hook_path = add_package(repo, "exitsonload", '''\
         import sys as _sys
 
         _sys.exit(0)
@@ -109,22 +86,19 @@ def test_an_install_py_that_exits_while_it_loads_fails_naming_it(entries, ckx_ho
     assert_nothing_installed(ckx_home)
 
 
-def test_a_hook_that_exits_fails_in_process_too_and_the_interpreter_lives(ctx, entries, ckx_home):
-    add_package(entries, "exitsinprocess", HALF_WRITTEN.format(ending="_sys.exit(0)"))
+def test_a_hook_that_exits_fails_in_process_too_and_the_interpreter_lives(ctx, repo, ckx_home):
+    add_package(repo, "exitsinprocess", HALF_WRITTEN.format(ending="_sys.exit(0)"))
     ctx.index.refresh(["package"], force=True)
     result = access({"action": "install", "module": "package", "entry": "exitsinprocess"}, context=ctx)
     assert result["return"] != 0 and result["error_type"] == "HookAborted"
     assert_nothing_installed(ckx_home)
 
 
-def test_a_detection_hook_that_exits_fails_naming_it(entries, ckx_home, tmp_path):
+def test_a_detection_hook_that_exits_fails_naming_it(repo, ckx_home, tmp_path):
     marker = tmp_path / "thing.marker"
     marker.write_text("1.0\n")
-    entry = entries / "soft" / "exitingsoft"
-    entry.mkdir(parents=True)
-    meta = {"alias": "exitingsoft", "uid": secrets.token_hex(8), "schema_version": 1, "tags": [TAG],
-            "detect": {"kind": "marker", "files": [marker.name], "search_dirs": [str(tmp_path)]}}
-    (entry / "meta.json").write_text(json.dumps(meta))
+    entry = repo.add("exitingsoft", source={"kind": "hook"}, module="soft",
+                     detect={"kind": "marker", "files": [marker.name], "search_dirs": [str(tmp_path)]})
     (entry / "customize.py").write_text(textwrap.dedent('''\
         import sys as _sys
 
@@ -139,9 +113,9 @@ def test_a_detection_hook_that_exits_fails_naming_it(entries, ckx_home, tmp_path
     assert [m for m in env_records(ckx_home) if m.get("soft") == "exitingsoft"] == []
 
 
-def test_the_users_ctrl_c_during_a_hook_still_interrupts_ckx(entries, ckx_home, tmp_path):
+def test_the_users_ctrl_c_during_a_hook_still_interrupts_ckx(repo, ckx_home, tmp_path):
     started = tmp_path / "hook-started"
-    add_package(entries, "slow", f'''\
+    add_package(repo, "slow", f'''\
         import pathlib as _pathlib
         import time as _time
 
