@@ -30,6 +30,8 @@ def read_json(path: Path, *, max_bytes: int | None = None) -> Any:
         raise MetaError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
         raise MetaError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except ValueError as exc:  # a number of more digits than int() converts (sys.get_int_max_str_digits)
+        raise MetaError(f"{path}: a value ckx cannot read: {exc}") from None
     except RecursionError:
         raise MetaError(f"{path}: nested too deeply to parse") from None
 
@@ -49,6 +51,8 @@ def read_yaml(path: Path, *, max_bytes: int | None = None) -> Any:
         return yaml.load(_read_bounded(path, max_bytes), Loader=_NoAliasLoader)  # noqa: S506 - safe loader
     except yaml.YAMLError as exc:
         raise MetaError(f"{path}: invalid YAML: {exc}") from None
+    except ValueError as exc:  # a number of more digits than int() converts, a date that does not exist
+        raise MetaError(f"{path}: a value ckx cannot read: {exc}") from None
     except RecursionError:
         raise MetaError(f"{path}: nested too deeply to parse") from None
 
@@ -64,7 +68,46 @@ def read_meta_file(path: Path, *, max_bytes: int = DEFAULT_LIMITS.meta_max_bytes
     if depth > max_depth:
         raise MetaError(f"{path}: nested {depth} levels deep, over the limit of {max_depth}",
                         hint="raise 'limits.meta_max_depth' in $CKX_HOME/settings.json if the file is trusted")
+    _check_json_data(path, data)
     return data
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_json_data(path: Path, data: dict) -> None:
+    """MetaError naming the field unless ``data`` is JSON's data model with text SQLite and UTF-8 can hold.
+
+    YAML can say more than JSON (dates, binary, sets, keys that are not strings) and JSON's ``\\ud800``
+    escapes make strings that are not text; a meta holding either would break every consumer later.
+    """
+    stack: list[tuple[object, str]] = [(data, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise MetaError(f"{path}: field '{where or '.'}': key {key!r} ({type(key).__name__}) "
+                                    "is not a string", hint="quote the key")
+                _check_text(path, key, where or ".")
+                stack.append((value, f"{where}.{key}" if where else key))
+        elif isinstance(node, list):
+            stack.extend((value, f"{where}[{index}]") for index, value in enumerate(node))
+        elif isinstance(node, str):
+            _check_text(path, node, where)
+        elif not isinstance(node, _JSON_SCALARS):
+            raise MetaError(f"{path}: field '{where}': a YAML {type(node).__name__} is not JSON data",
+                            hint="write the value as a quoted string")
+
+
+def _check_text(path: Path, text: str, where: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MetaError(f"{path}: field '{where}': a string holds a lone surrogate (an escape like \\ud800), "
+                        "which is not text") from None
 
 
 def dumps(data: Any) -> str:
