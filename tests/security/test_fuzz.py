@@ -169,6 +169,7 @@ def test_meta_files_give_only_clean_warnings_and_meta_errors(ctx, tmp_path, ckx_
         (entry / name).write_bytes(data)
         for request in ({"action": "list", "module": module}, {"action": "search", "module": module, "tags": "a"},
                         {"action": "load", "module": module, "entry": entry.name},
+                        {"action": "load", "module": module, "entry": entry.name, "merged": True},
                         {"action": "find", "module": module, "entry": entry.name},
                         {"action": "list_tags", "module": module}):
             answer = access(dict(request, quiet=True), context=ctx)
