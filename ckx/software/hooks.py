@@ -29,12 +29,13 @@ Hook = Callable[..., Any]
 
 
 class HookAborted(MetaError):
-    """A hook (or its file's top-level code) called ``sys.exit`` or raised KeyboardInterrupt itself.
+    """A hook (or its file's top-level code) tried to end ckx: ``sys.exit``, or a KeyboardInterrupt (or any
+    exception outside ``Exception``) that the hook raised itself.
 
-    Neither may end ckx: the step the hook belonged to fails, naming the file and the function, and
-    nothing is recorded. It is a MetaError (the entry is broken), so it passes every place that goes on
-    past an ordinary failure of one candidate or one dependency. ``path`` and ``function`` name the hook (``function`` is "<module>" for the
-    file's top-level code).
+    None of these may end ckx: the step the hook belonged to fails, naming the file and the function,
+    and nothing is recorded. It is a MetaError (the entry is broken), so it passes every place that goes
+    on past an ordinary failure of one candidate or one dependency. ``path`` and ``function`` name the
+    hook (``function`` is "<module>" for the file's top-level code).
     """
 
     def __init__(self, path: Path | str, function: str, what: str) -> None:
@@ -83,7 +84,7 @@ def _exit_text(exc: SystemExit) -> str:
 
 @contextlib.contextmanager
 def guarded(path: Path | str, function: str) -> Iterator[None]:
-    """Run a hook's code so that its ``sys.exit`` or own KeyboardInterrupt becomes HookAborted.
+    """Run a hook's code so that its ``sys.exit``, own KeyboardInterrupt or other BaseException becomes HookAborted.
 
     A real Ctrl-C of the user while the hook runs still propagates as KeyboardInterrupt.
     """
@@ -97,6 +98,11 @@ def guarded(path: Path | str, function: str) -> Iterator[None]:
         if watch.seen:
             raise
         raise HookAborted(path, function, "raised KeyboardInterrupt") from None
+    except Exception:
+        raise
+    except BaseException as exc:  # GeneratorExit, or a class of the hook's own below BaseException
+        raise HookAborted(path, function, f"raised {type(exc).__name__}") from None
+
 
 def load_source_module(path: Path, name: str) -> types.ModuleType:
     """Execute a Python file as a module named ``name`` without writing bytecode next to it.

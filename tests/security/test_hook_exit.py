@@ -57,6 +57,7 @@ HALF_WRITTEN = '''\
     ("_sys.exit()", "called sys.exit()"),
     ("raise KeyboardInterrupt", "raised KeyboardInterrupt"),
     ("raise SystemExit('bye')", "called sys.exit('bye')"),
+    ("raise GeneratorExit", "raised GeneratorExit"),
 ])
 def test_an_install_hook_that_exits_fails_naming_it(repo, ckx_home, ending, said):
     hook_path = add_package(repo, "exits", HALF_WRITTEN.format(ending=ending))
