@@ -143,3 +143,21 @@ def test_the_users_ctrl_c_during_a_hook_still_interrupts_ckx(repo, ckx_home, tmp
     assert proc.returncode == 130, (stdout, stderr)
     assert "interrupted" in stderr and "HookAborted" not in stdout
     assert_nothing_installed(ckx_home)
+
+
+def test_ckx_run_whose_dependency_hook_exits_fails_and_runs_nothing(repo, ckx_home, tmp_path):
+    hook_path = add_package(repo, "exitingdep", HALF_WRITTEN.format(ending="_sys.exit(0)"))
+    ran = tmp_path / "program-ran"
+    program = repo.root / "programs" / "needsdep"
+    program.mkdir(parents=True)
+    (program / "meta.json").write_text(json.dumps({
+        "alias": "needsdep", "uid": "70e00000000000e1", "schema_version": 1, "tags": ["needsdep"],
+        "argv": ["{python}", "-c", f"open({str(ran)!r}, 'w').write('ran')"], "run_cmds": {"run": {}},
+        "deps": {"thing": {"tags": "exitingdep"}},
+    }))
+    proc = _ckx(ckx_home, "run", "program:needsdep", "--cmd_key=run", "--json")
+    assert proc.returncode not in (0, 130), (proc.stdout, proc.stderr)
+    document = json.loads(proc.stdout)
+    assert document["error_type"] == "HookAborted" and str(hook_path) in document["error"]
+    assert not ran.exists()
+    assert_nothing_installed(ckx_home)
