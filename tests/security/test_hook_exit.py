@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from pkgrepo import PackageRepo, assert_nothing_installed, env_records
 
 from ckx.api import access
+from ckx.software.hooks import HookAborted, call_hook, load_hooks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,3 +163,23 @@ def test_ckx_run_whose_dependency_hook_exits_fails_and_runs_nothing(repo, ckx_ho
     assert document["error_type"] == "HookAborted" and str(hook_path) in document["error"]
     assert not ran.exists()
     assert_nothing_installed(ckx_home)
+
+
+def test_a_hook_called_outside_the_main_thread_is_guarded_too(tmp_path):
+    # The web service runs actions in worker threads, where no signal handler can be installed.
+    path = tmp_path / "customize.py"
+    path.write_text("def setup_env(*, version):\n    raise KeyboardInterrupt\n")
+    hook = load_hooks(path, {"setup_env": {"version"}}, file_label="a customize.py")["setup_env"]
+    caught: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            call_hook(hook, {"version": "1"})
+        except BaseException as exc:  # noqa: BLE001 - the test inspects whatever came out
+            caught.append(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(30)
+    assert len(caught) == 1 and isinstance(caught[0], HookAborted)
+    assert str(path) in str(caught[0]) and "setup_env()" in str(caught[0])
