@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ckx.core.errors import MetaError
-from ckx.core.limits import DEFAULT_LIMITS, nesting_depth
+from ckx.core.limits import DEFAULT_LIMITS
 
 
 def _read_bounded(path: Path, max_bytes: int | None) -> bytes:
@@ -30,6 +30,8 @@ def read_json(path: Path, *, max_bytes: int | None = None) -> Any:
         raise MetaError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
         raise MetaError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except ValueError as exc:  # a number of more digits than int() converts (sys.get_int_max_str_digits)
+        raise MetaError(f"{path}: a value ckx cannot read: {exc}") from None
     except RecursionError:
         raise MetaError(f"{path}: nested too deeply to parse") from None
 
@@ -49,6 +51,8 @@ def read_yaml(path: Path, *, max_bytes: int | None = None) -> Any:
         return yaml.load(_read_bounded(path, max_bytes), Loader=_NoAliasLoader)  # noqa: S506 - safe loader
     except yaml.YAMLError as exc:
         raise MetaError(f"{path}: invalid YAML: {exc}") from None
+    except ValueError as exc:  # a number of more digits than int() converts, a date that does not exist
+        raise MetaError(f"{path}: a value ckx cannot read: {exc}") from None
     except RecursionError:
         raise MetaError(f"{path}: nested too deeply to parse") from None
 
@@ -60,11 +64,82 @@ def read_meta_file(path: Path, *, max_bytes: int = DEFAULT_LIMITS.meta_max_bytes
     data = reader(path, max_bytes=max_bytes)
     if not isinstance(data, dict):
         raise MetaError(f"{path}: the top level must be an object, not {type(data).__name__}")
-    depth = nesting_depth(data)
+    depth, is_json = _scan(data)
     if depth > max_depth:
         raise MetaError(f"{path}: nested {depth} levels deep, over the limit of {max_depth}",
                         hint="raise 'limits.meta_max_depth' in $CKX_HOME/settings.json if the file is trusted")
+    if not is_json:
+        _name_the_field(path, data)
     return data
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_text(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _scan(data: dict) -> tuple[int, bool]:
+    """How deeply ``data`` nests (as ckx.core.limits.nesting_depth counts), and whether it is JSON's data
+    model with text SQLite and UTF-8 can hold, in one pass without recursion.
+
+    YAML can say more than JSON (dates, binary, sets, keys that are not strings) and JSON's ``\\ud800``
+    escapes make strings that are not text; a meta holding either would break every consumer later.
+    """
+    deepest = 0
+    is_json = True
+    containers: list[tuple[object, int]] = [(data, 1)]
+    while containers:
+        node, depth = containers.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            if is_json and not all(isinstance(key, str) and _is_text(key) for key in node):
+                is_json = False
+            values = node.values()
+        else:
+            values = node  # type: ignore[assignment]
+        for value in values:
+            if isinstance(value, (dict, list)):
+                containers.append((value, depth + 1))
+            elif not is_json:
+                continue
+            elif isinstance(value, str):
+                is_json = _is_text(value)
+            elif not isinstance(value, _JSON_SCALARS):
+                is_json = False
+    return deepest, is_json
+
+
+def _name_the_field(path: Path, data: dict) -> None:
+    """Raise the MetaError for the first value of ``data`` that is not JSON text (the slow walk)."""
+    stack: list[tuple[object, str]] = [(data, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise MetaError(f"{path}: field '{where or '.'}': key {key!r} ({type(key).__name__}) "
+                                    "is not a string", hint="quote the key")
+                if not _is_text(key):
+                    raise MetaError(f"{path}: field '{where or '.'}': a key holds a lone surrogate "
+                                    "(an escape like \\ud800), which is not text")
+                stack.append((value, f"{where}.{key}" if where else key))
+        elif isinstance(node, list):
+            stack.extend((value, f"{where}[{index}]") for index, value in enumerate(node))
+        elif isinstance(node, str):
+            if not _is_text(node):
+                raise MetaError(f"{path}: field '{where}': a string holds a lone surrogate "
+                                "(an escape like \\ud800), which is not text")
+        elif not isinstance(node, _JSON_SCALARS):
+            raise MetaError(f"{path}: field '{where}': a YAML {type(node).__name__} is not JSON data",
+                            hint="write the value as a quoted string")
 
 
 def dumps(data: Any) -> str:

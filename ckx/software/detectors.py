@@ -16,7 +16,7 @@ from ckx.core.errors import CkxError, MetaError
 from ckx.software.environment import env_text, render_text
 from ckx.software.envs import EnvRecord
 from ckx.software.versions import compare_versions, version_text
-from ckx.software.hooks import call_hook
+from ckx.software.hooks import HookAborted, call_hook
 from ckx.software.probing import VERSION_TIMEOUT_S, Session, _is_wrapper_script, _venv_root
 from ckx.software.softs import CUSTOMIZE, SoftEntry
 from ckx.store.context import Context
@@ -82,6 +82,8 @@ class Detector:
             return None
         try:
             return call_hook(function, offered)
+        except HookAborted:
+            raise  # a hook that tried to end ckx is a failure of the whole detection, not of one candidate
         except Exception as exc:  # noqa: BLE001 - a broken hook must not stop detection
             raise CandidateFailed(f"soft {self.soft.alias}: {CUSTOMIZE} {name}() failed for candidate "
                                    f"{candidate}: {type(exc).__name__}: {exc}") from None

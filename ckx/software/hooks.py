@@ -8,14 +8,17 @@ file and the function, before anything runs.
 from __future__ import annotations
 
 import __future__
+import contextlib
 import difflib
 import inspect
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import types
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,83 @@ from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound
 
 log = logging.getLogger(__name__)
 Hook = Callable[..., Any]
+
+
+class HookAborted(MetaError):
+    """A hook (or its file's top-level code) tried to end ckx: ``sys.exit``, or a KeyboardInterrupt (or any
+    exception outside ``Exception``) that the hook raised itself.
+
+    None of these may end ckx: the step the hook belonged to fails, naming the file and the function,
+    and nothing is recorded. It is a MetaError (the entry is broken), so it passes every place that goes
+    on past an ordinary failure of one candidate or one dependency. ``path`` and ``function`` name the
+    hook (``function`` is "<module>" for the file's top-level code).
+    """
+
+    def __init__(self, path: Path | str, function: str, what: str) -> None:
+        where = "while it loads" if function == "<module>" else f"in {function}()"
+        super().__init__(f"hook file {path} {what} {where}; a hook may not end ckx",
+                         hint="a hook reports failure by raising an exception; nothing was installed or recorded")
+        self.path = str(path)
+        self.function = function
+
+
+class _RealInterrupts:
+    """Tells the user's Ctrl-C (SIGINT delivered to the process) from a KeyboardInterrupt a hook raises.
+
+    Only the main thread receives signals, so elsewhere every KeyboardInterrupt is the hook's own.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_RealInterrupts":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous):
+            return self  # ignored or fatal: no KeyboardInterrupt comes from a real Ctrl-C anyway
+        self._previous = previous
+
+        def on_sigint(signum: int, frame: Any) -> Any:
+            self.seen = True
+            return previous(signum, frame)
+
+        signal.signal(signal.SIGINT, on_sigint)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _exit_text(exc: SystemExit) -> str:
+    code = exc.code
+    return "called sys.exit()" if code is None else f"called sys.exit({code!r})"
+
+
+@contextlib.contextmanager
+def guarded(path: Path | str, function: str) -> Iterator[None]:
+    """Run a hook's code so that its ``sys.exit``, own KeyboardInterrupt or other BaseException becomes HookAborted.
+
+    A real Ctrl-C of the user while the hook runs still propagates as KeyboardInterrupt.
+    """
+    watch = _RealInterrupts()
+    try:
+        with watch:
+            yield
+    except SystemExit as exc:
+        raise HookAborted(path, function, _exit_text(exc)) from None
+    except KeyboardInterrupt:
+        if watch.seen:
+            raise
+        raise HookAborted(path, function, "raised KeyboardInterrupt") from None
+    except Exception:
+        raise
+    except BaseException as exc:  # GeneratorExit, or a class of the hook's own below BaseException
+        raise HookAborted(path, function, f"raised {type(exc).__name__}") from None
+
 
 def load_source_module(path: Path, name: str) -> types.ModuleType:
     """Execute a Python file as a module named ``name`` without writing bytecode next to it.
@@ -65,11 +145,19 @@ def check_hook(path: Path, name: str, function: Hook, offered: Collection[str]) 
 
 
 def call_hook(function: Hook, offered: Mapping[str, Any]) -> Any:
-    """Call a checked hook with the offered arguments it declares (all of them for ``**kwargs``)."""
+    """Call a checked hook with the offered arguments it declares (all of them for ``**kwargs``).
+
+    Exceptions of the hook propagate unchanged, except ``sys.exit`` and a KeyboardInterrupt the hook
+    raises itself: those become HookAborted naming the hook's file and function (see ``guarded``).
+    """
     parameters = inspect.signature(function).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return function(**offered)
-    return function(**{name: value for name, value in offered.items() if name in parameters})
+        arguments = dict(offered)
+    else:
+        arguments = {name: value for name, value in offered.items() if name in parameters}
+    code = getattr(function, "__code__", None)
+    with guarded(code.co_filename if code else "<unknown file>", getattr(function, "__name__", repr(function))):
+        return function(**arguments)
 
 
 def load_hooks(path: Path, offered: Mapping[str, Collection[str]], *, file_label: str,
@@ -83,7 +171,8 @@ def load_hooks(path: Path, offered: Mapping[str, Collection[str]], *, file_label
     path = Path(path)
     module_name = f"_ckx_hooks_{abs(hash(str(path))):x}"
     try:
-        module = load_source_module(path, module_name)
+        with guarded(path, "<module>"):
+            module = load_source_module(path, module_name)
     except CkxError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of foreign code becomes a MetaError naming it

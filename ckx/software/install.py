@@ -13,7 +13,8 @@ How an installation goes (``ckx.software.resolve.install`` runs the steps; this 
     4. The package's own deps are resolved (by ckx.software.resolve, before ``install_resolved``); the
        hook and pip run with their env vars.
     5. Everything is written into ``tools/.staging-<package uid>-<random>``: the verified download
-       (unpacked safely when asked), or ``pip install --target``, then the ``install.py`` hook.
+       (never more than its meta's ``source.size`` bytes, nor than the ``download_max_bytes`` limit of
+       settings.json; unpacked safely when asked, within the ``archive_*`` limits), or ``pip install --target``, then the ``install.py`` hook.
     6. The staging directory is renamed (``os.replace``) to
        ``tools/<alias>-<variation>-<version>-<short uid>`` and the env is recorded with the package's
        env vars, ``{install_dir}`` substituted. A failure at any step removes the staging or final
@@ -43,6 +44,7 @@ from ckx.core.cid import Cid
 from ckx.store.context import Context
 from ckx.store.entry import load_meta
 from ckx.store.generic import resolve_entry
+from ckx.core.limits import Limits
 from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, IntegrityError, MetaError, NotFound, UsageError
 from ckx.software.hooks import call_hook, load_hooks
 from ckx.software.environment import env_text, merge_env, render_text
@@ -235,6 +237,7 @@ class _Installation:
         self.final: Path | None = None
         self.python: str | None = None
         self.main_file: str | None = None  # a download kept as one file: the env's full_path
+        self.limits = Limits.from_settings(ctx.home.settings_path)  # bounds on downloads and archives
 
     # -- the steps ------------------------------------------------------------------------------
     def run(self, resolved: list[ResolvedDep], previous: list[EnvRecord]) -> InstallResult:
@@ -317,7 +320,8 @@ class _Installation:
             ways = self._ways_forward()
             try:
                 fetch(urls, dest, checker=checker, reporter=ctx.reporter, offline=self.offline,
-                      url_map=load_url_map(ctx.home), extra_hint=ways)
+                      url_map=load_url_map(ctx.home), extra_hint=ways, max_bytes=self.limits.download_max_bytes,
+                      expected_size=self._declared_size())
             except ChecksumMismatch as exc:
                 exc.hint = "; ".join(filter(None, [exc.hint, download_hint(ways)]))
                 raise
@@ -330,7 +334,8 @@ class _Installation:
         if source.get("unpack"):
             ctx.info(f"unpacking {filename}")
             try:
-                unpack(dest, self.stage, strip_components=int(source.get("strip_components") or 0))
+                unpack(dest, self.stage, strip_components=int(source.get("strip_components") or 0),
+                       limits=self.limits)
             except IntegrityError:
                 dest.unlink(missing_ok=True)  # unsafe or corrupt: never offer it from the cache again
                 raise
@@ -338,6 +343,16 @@ class _Installation:
             _link_or_copy(dest, self.stage / filename)
             self.main_file = filename
         return dest
+
+    def _declared_size(self) -> int | None:
+        """The download's size in bytes as ``source.size`` states it (None when it does not)."""
+        size = self.source.get("size")
+        if size is None:
+            return None
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise MetaError(f"{self.candidate.record.meta_path}: field 'source.size': "
+                            f"must be a positive number of bytes, not {size!r}")
+        return size
 
     def _ways_forward(self) -> str | None:
         """The embedded offline alternative to this package, for a download's hint (None when none)."""

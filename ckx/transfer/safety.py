@@ -8,6 +8,15 @@ or below a file, of the archive; symlinks whose target is absolute or resolves o
 directory (following the archive's own symlinks and those already on disk); a name twice with
 different kinds, and in a zip any name twice (zip readers disagree about which copy wins). Relative
 symlinks that stay inside the target (``libx.so -> libx.so.1``) pass.
+
+Expansion is bounded by the ``archive_*`` fields of ckx.core.limits.Limits (settings.json overrides
+them): more than ``archive_max_members`` members, or file members whose sizes add up to more than
+``archive_max_bytes`` or to more than ``archive_max_ratio`` times the archive's own size, are refused
+while the members are read, before anything is written (a tar.gz's headers are read one by one, so
+a bomb is refused without inflating it). The ratio counts only past ``RATIO_FLOOR_BYTES`` expanded
+bytes, so a small archive of very regular text is never refused for it. An extractor counts the
+bytes it actually writes with ``ArchiveChecker.expansion()`` too, for formats that declare no sizes
+(a plain .gz) and in case a member yields more than it declared.
 """
 from __future__ import annotations
 
@@ -21,8 +30,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from ckx.core.errors import IntegrityError, UnsafeArchive
+from ckx.core.limits import DEFAULT_LIMITS, MIB, Limits
 
 _MAX_LINK_DEPTH = 40
+# Below this many expanded bytes the expansion ratio is not checked: nothing that small can hurt.
+RATIO_FLOOR_BYTES = 1 * MIB
+_LIMITS_HINT = "if the archive is trusted, raise 'limits.{name}' in $CKX_HOME/settings.json"
 _KINDS = ("dir", "file", "symlink", "hardlink")
 
 
@@ -36,6 +49,7 @@ class Member:
     mode: int = 0o644
     mtime: float | None = None
     ref: object = None  # the TarInfo / ZipInfo, to read the data
+    size: int = 0  # the bytes a file member declares (0 when the format declares none)
 
 
 @dataclass(frozen=True)
@@ -51,12 +65,57 @@ def _has_drive(text: str) -> bool:
     return len(text) >= 2 and text[1] == ":" and text[0].isalpha()
 
 
+class Expansion:
+    """A running count of an archive's members and expanded bytes; UnsafeArchive past the limits.
+
+    Made by ``ArchiveChecker.expansion()``. ``add_member`` counts one member, ``add_bytes`` bytes
+    of one (declared, or as they are written).
+    """
+
+    def __init__(self, checker: "ArchiveChecker") -> None:
+        self.checker = checker
+        self.members = 0
+        self.bytes = 0
+        limits = checker.limits
+        self.max_bytes = limits.archive_max_bytes
+        self.limit_name = "archive_max_bytes"
+        size = checker.archive_size()
+        if size is not None:
+            by_ratio = max(limits.archive_max_ratio * size, RATIO_FLOOR_BYTES)
+            if by_ratio < self.max_bytes:
+                self.max_bytes, self.limit_name = by_ratio, "archive_max_ratio"
+
+    def add_member(self, name: str) -> None:
+        """Count member ``name``; UnsafeArchive once there are more than ``archive_max_members``."""
+        self.members += 1
+        limit = self.checker.limits.archive_max_members
+        if self.members > limit:
+            raise self.checker.refuse_archive(f"has more than {limit} members (at {name!r})", "archive_max_members")
+
+    def add_bytes(self, name: str, count: int) -> None:
+        """Count ``count`` expanded bytes of member ``name``; UnsafeArchive past the byte or ratio bound."""
+        self.bytes += max(0, int(count))
+        if self.bytes <= self.max_bytes:
+            return
+        if self.limit_name == "archive_max_ratio":
+            why = (f"expands to more than {self.max_bytes} bytes, over {self.checker.limits.archive_max_ratio} "
+                   f"times its own size (at {name!r})")
+        else:
+            why = f"expands to more than {self.max_bytes} bytes (at {name!r})"
+        raise self.checker.refuse_archive(why, self.limit_name)
+
+
 @dataclass(frozen=True)
 class ArchiveChecker:
-    """Checks the members of ``archive``; ``verb`` ("unpack", "unzip") names the refused operation in errors."""
+    """Checks the members of ``archive``; ``verb`` ("unpack", "unzip") names the refused operation in errors.
+
+    ``limits`` bounds the members and the expanded bytes (default: the built-in limits; pass
+    ``Limits.from_settings(home.settings_path)`` for the user's).
+    """
 
     archive: Path
     verb: str = "unpack"
+    limits: Limits = DEFAULT_LIMITS
 
     def refuse(self, name: str, why: str) -> UnsafeArchive:
         """The error for member ``name``: it names the archive, the member and the rule."""
@@ -64,6 +123,22 @@ class ArchiveChecker:
             f"refusing to {self.verb} {self.archive}: member {name!r} {why}",
             hint="the archive is unsafe or malformed; nothing was written",
         )
+
+    def refuse_archive(self, why: str, limit: str) -> UnsafeArchive:
+        """The error for an archive over the limit named ``limit`` (a field of Limits)."""
+        return UnsafeArchive(f"refusing to {self.verb} {self.archive}: it {why}; nothing was written",
+                             hint=_LIMITS_HINT.format(name=limit))
+
+    def archive_size(self) -> int | None:
+        """The archive's size on disk in bytes (None when it cannot be read: the ratio is then not checked)."""
+        try:
+            return Path(self.archive).stat().st_size
+        except OSError:
+            return None
+
+    def expansion(self) -> Expansion:
+        """A fresh count of members and bytes under this checker's limits (for an extractor's writes)."""
+        return Expansion(self)
 
     def parts(self, name: str, *, link_of: str | None = None) -> tuple[str, ...]:
         """The components of a member name (or of the hard link target of member ``link_of``).
@@ -96,11 +171,17 @@ class ArchiveChecker:
 
         ``strip`` drops leading components (after the name is checked whole); ``disk_root`` is an
         existing target whose own symlinks count when resolving link targets; ``unique`` refuses any
-        name seen twice (directories aside), as zips need.
+        name seen twice (directories aside), as zips need. The members and the sizes they declare are
+        counted against the limits as they are read (pass a generator to stop reading at the first
+        member over them).
         """
         by_path: dict[tuple[str, ...], Planned] = {}
         order: list[tuple[str, ...]] = []
+        declared = self.expansion()
         for entry in entries:
+            declared.add_member(entry.name)
+            if entry.kind == "file":
+                declared.add_bytes(entry.name, entry.size)
             if entry.kind not in _KINDS:
                 raise self.refuse(entry.name, f"is a {entry.kind}")
             parts = self.parts(entry.name)[strip:]
@@ -173,7 +254,7 @@ class ArchiveChecker:
             else:
                 kind = f"special file (mode {oct(unix_mode)})"
             mtime = time.mktime((*info.date_time, 0, 0, -1))
-            yield Member(info.filename, kind, "", unix_mode & 0o7777 or 0o644, mtime, info)
+            yield Member(info.filename, kind, "", unix_mode & 0o7777 or 0o644, mtime, info, info.file_size)
 
     def no_links_on_disk(self, root: Path, parts: tuple[str, ...]) -> None:
         """Refuse a destination reached through a symlink below ``root`` (a link planted on disk)."""
@@ -187,8 +268,8 @@ class ArchiveChecker:
 
 
 def tar_members(tar: tarfile.TarFile) -> Iterator[Member]:
-    """The members of a tar as read (devices, fifos and unknown types become refused kinds)."""
-    for info in tar.getmembers():
+    """The members of a tar as read, one header at a time (devices, fifos and unknown types become refused kinds)."""
+    for info in tar:
         if info.isreg():
             kind = "file"
         elif info.isdir():
@@ -203,7 +284,7 @@ def tar_members(tar: tarfile.TarFile) -> Iterator[Member]:
             kind = "fifo"
         else:
             kind = f"member of unsupported type {info.type!r}"
-        yield Member(info.name, kind, info.linkname, info.mode, float(info.mtime), info)
+        yield Member(info.name, kind, info.linkname, info.mode, float(info.mtime), info, info.size if kind == "file" else 0)
 
 
 def _link_lookup(
@@ -252,4 +333,4 @@ def _resolve(
     return tuple(stack)
 
 
-__all__ = ["ArchiveChecker", "Member", "Planned", "tar_members"]
+__all__ = ["RATIO_FLOOR_BYTES", "ArchiveChecker", "Expansion", "Member", "Planned", "tar_members"]

@@ -5,7 +5,10 @@ plain .gz holding one file. Members are checked by ckx.transfer.safety (the chec
 uses too): absolute names, drive letters, backslashes, ``..``, devices and other special members,
 zip symlinks, hard links out of the archive, and symlinks that leave the target directory are
 refused with UnsafeArchive, and nothing is extracted. Relative symlinks that stay inside the
-target directory are kept (``libx.so -> libx.so.1``).
+target directory are kept (``libx.so -> libx.so.1``). The same checker bounds the expansion (members,
+expanded bytes, ratio to the archive's size: the ``archive_*`` limits): an archive over them is
+refused from its headers, and the bytes actually written are counted too (a plain .gz declares no
+size; its trailer's size is checked first, then the writing stops at the bound).
 
 Extraction writes into a staging directory beside the target and renames it into place, so a
 failure half-way (corrupt data, full disk) leaves no partial target. Modes are sanitised (no
@@ -28,7 +31,8 @@ from typing import IO, Callable
 
 from ckx.transfer.checksum import CHUNK_SIZE
 from ckx.core.errors import CkxError, IntegrityError, UsageError
-from ckx.transfer.safety import ArchiveChecker, Member, Planned, tar_members
+from ckx.core.limits import DEFAULT_LIMITS, Limits
+from ckx.transfer.safety import ArchiveChecker, Expansion, Member, Planned, tar_members
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,7 @@ def unpack(
     target_dir: str | os.PathLike[str],
     *,
     strip_components: int = 0,
+    limits: Limits | None = None,
 ) -> list[Path]:
     """Extract ``archive`` into ``target_dir`` and return the extracted paths (archive order).
 
@@ -104,8 +109,10 @@ def unpack(
     does; a plain .gz has one member, named after the archive without ``.gz``, and no
     components to strip). The target may be missing or empty (it is replaced atomically by the staged tree),
     or hold other files (the archive's top-level entries are then moved in; none may exist).
+    ``limits`` bounds the expansion (default: the built-in limits).
 
-    Raises UnsafeArchive for a refused member (see the module doc; nothing is extracted),
+    Raises UnsafeArchive for a refused member or an archive over the limits (see the module doc; nothing
+    is extracted),
     IntegrityError for an unknown format or corrupt data, CkxError when the target clashes or
     the disk fails. A failure never leaves a partial target.
     """
@@ -120,18 +127,19 @@ def unpack(
     fmt = detect_format(archive)
     log.debug("unpacking %s (%s) into %s", archive, fmt, target)
     disk_root = target if target.is_dir() else None
+    checker = ArchiveChecker(archive, limits=limits or DEFAULT_LIMITS)
     try:
         if fmt == "gz":
-            return _unpack_gz(archive, target)
+            return _unpack_gz(archive, target, checker)
         if fmt == "zip":
             with zipfile.ZipFile(archive) as zf:
-                checker = ArchiveChecker(archive)
-                plan = checker.check(list(checker.zip_members(zf)), strip=strip_components, disk_root=disk_root,
-                                     unique=True)
-                return _extract(archive, target, plan, lambda entry: zf.open(entry.ref))  # type: ignore[arg-type]
+                plan = checker.check(checker.zip_members(zf), strip=strip_components, disk_root=disk_root, unique=True)
+                return _extract(archive, target, plan, lambda entry: zf.open(entry.ref),  # type: ignore[arg-type]
+                                checker.expansion())
         with tarfile.open(archive, _TAR_MODES[fmt]) as tar:
-            plan = ArchiveChecker(archive).check(list(tar_members(tar)), strip=strip_components, disk_root=disk_root)
-            return _extract(archive, target, plan, lambda entry: tar.extractfile(entry.ref))  # type: ignore[arg-type]
+            plan = checker.check(tar_members(tar), strip=strip_components, disk_root=disk_root)
+            return _extract(archive, target, plan, lambda entry: tar.extractfile(entry.ref),  # type: ignore[arg-type]
+                            checker.expansion())
     except _CORRUPT as exc:
         raise IntegrityError(f"cannot unpack {archive}: corrupt or truncated {fmt} archive ({exc})") from exc
 
@@ -144,12 +152,23 @@ def _gz_member_name(archive: Path) -> str:
     return name
 
 
-def _unpack_gz(archive: Path, target: Path) -> list[Path]:
+def _gz_trailer_size(archive: Path) -> int:
+    """The size the gzip trailer states (of the last member, modulo 4 GiB): a lower bound of the real size."""
+    with open(archive, "rb") as stream:
+        try:
+            stream.seek(-4, os.SEEK_END)
+        except OSError:  # shorter than a trailer: corrupt, as reading it will say
+            return 0
+        return int.from_bytes(stream.read(4), "little")
+
+
+def _unpack_gz(archive: Path, target: Path, checker: ArchiveChecker) -> list[Path]:
     name = _gz_member_name(archive)
-    entry = Member(name, "file", mode=archive.stat().st_mode & 0o777, mtime=archive.stat().st_mtime)
-    plan = [Planned(entry, (name,))]
+    entry = Member(name, "file", mode=archive.stat().st_mode & 0o777, mtime=archive.stat().st_mtime,
+                   size=_gz_trailer_size(archive))
+    plan = checker.check([entry])
     _check_conflicts(archive, target, plan)
-    return _extract(archive, target, plan, lambda _entry: gzip.open(archive, "rb"))
+    return _extract(archive, target, plan, lambda _entry: gzip.open(archive, "rb"), checker.expansion())
 
 
 def _check_conflicts(archive: Path, target: Path, plan: list[Planned]) -> None:
@@ -169,8 +188,12 @@ def _extract(
     target: Path,
     plan: list[Planned],
     open_member: Callable[[Member], IO[bytes] | None],
+    expansion: Expansion,
 ) -> list[Path]:
-    """Write the checked plan into a staging directory beside ``target``, then move it into place."""
+    """Write the checked plan into a staging directory beside ``target``, then move it into place.
+
+    ``expansion`` counts the bytes written; past its bound the extraction stops and the stage is removed.
+    """
     _check_conflicts(archive, target, plan)
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.unpack-", dir=target.parent))
@@ -182,7 +205,7 @@ def _extract(
             if planned.entry.kind == "dir":
                 path.mkdir(parents=True, exist_ok=True)
             elif planned.entry.kind == "file":
-                _write_file(archive, planned.entry, path, open_member)
+                _write_file(archive, planned.entry, path, open_member, expansion)
         for planned in plan:
             path = stage.joinpath(*planned.parts)
             if planned.entry.kind == "hardlink":
@@ -201,7 +224,8 @@ def _extract(
 
 
 def _write_file(
-    archive: Path, entry: Member, path: Path, open_member: Callable[[Member], IO[bytes] | None]
+    archive: Path, entry: Member, path: Path, open_member: Callable[[Member], IO[bytes] | None],
+    expansion: Expansion,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     source = open_member(entry)
@@ -215,6 +239,7 @@ def _write_file(
                 raise IntegrityError(f"cannot unpack {archive}: member {entry.name!r} is corrupt ({exc})") from exc
             if not chunk:
                 break
+            expansion.add_bytes(entry.name, len(chunk))
             out.write(chunk)
     os.chmod(path, (entry.mode & 0o755) | 0o600)
     if entry.mtime is not None:

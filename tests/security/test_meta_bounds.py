@@ -103,3 +103,29 @@ def test_limits_come_from_settings_json_and_bad_values_name_the_field(tmp_path):
     with pytest.raises(MetaError, match="limits.*archive_max_ratio"):
         Limits.from_settings(settings)
     assert Limits.from_settings(tmp_path / "absent.json") == Limits()
+
+
+@pytest.mark.parametrize("name, text, complaint", [
+    ("meta.json", '{"n": ' + "9" * 5000 + "}", "cannot read"),
+    ("meta.yaml", "n: " + "9" * 5000 + "\n", "cannot read"),
+    ("meta.json", '{"alias": "\\ud800"}', "field 'alias': a string holds a lone surrogate"),
+    ("meta.json", '{"tags": ["a", "x\\udfff"]}', "field 'tags[1]'"),
+    ("meta.yaml", "alias: x\nwhen: 2001-12-14\n", "field 'when': a YAML date is not JSON data"),
+    ("meta.yaml", "alias: x\nblob: !!binary aGVsbG8=\n", "field 'blob': a YAML bytes"),
+    ("meta.yaml", "alias: x\nenv:\n  1: one\n", "field 'env': key 1 (int) is not a string"),
+])
+def test_values_json_cannot_hold_are_meta_errors_naming_the_field(tmp_path, name, text, complaint):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(MetaError) as caught:
+        read_meta_file(path)
+    assert str(path) in caught.value.message and complaint in caught.value.message
+
+
+def test_an_entry_with_a_lone_surrogate_is_skipped_with_a_warning(ckx_home):
+    root = _local_experiments(ckx_home)
+    _good(root)
+    _entry(root, "surrogate", '{"uid": "00000000000000a2", "alias": "\\ud800", "tags": ["t"], "schema_version": 1}')
+    result = _search()
+    assert [e["alias"] for e in result["entries"]] == ["good"]
+    assert any("lone surrogate" in w for w in result["warnings"])
