@@ -28,7 +28,7 @@ from ckx.core.home import BUILTIN_REPO_NAME, LOCAL_REPO_NAME
 from ckx.core.limits import Limits
 from ckx.sharing.placement import REPO_FILES, move_and_register
 from ckx.sharing.staging import Mover, staging_dir
-from ckx.sharing.unzip_checks import (Member, check_expansion, check_zip_members, code_reasons, is_code_file,
+from ckx.sharing.unzip_checks import (Member, check_zip_members, code_reasons, is_code_file,
                                       read_chunks, read_member, read_member_meta)
 from ckx.store.context import Context
 from ckx.store.entry import META_SCHEMA_VERSION, normalise_tags
@@ -233,8 +233,7 @@ def unzip_archive(ctx: Context, archive: Path, *, repo_name: str | None = None, 
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise IntegrityError(f"{archive} is not a zip archive ({exc})") from None
     with zf:
-        check_expansion(archive, zf, limits)
-        members = check_zip_members(archive, zf)
+        members = check_zip_members(archive, zf, limits)
         if not members:
             raise UsageError(f"{archive} holds no files")
         repo_file = _archive_repo_file(members)

@@ -19,11 +19,9 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from ckx.core.errors import IntegrityError, MetaError, UnsafeArchive
-from ckx.core.limits import Limits, MIB, nesting_depth
+from ckx.core.limits import DEFAULT_LIMITS, Limits, nesting_depth
 from ckx.transfer.safety import ArchiveChecker
 
-# Below this many bytes, an archive (or a member) is never refused for how much it expands.
-RATIO_FLOOR = 1 * MIB
 # Kinds whose entries are run by ckx (install and detect hooks, programs' command lines).
 CODE_KINDS = ("package", "soft", "program")
 # Files that ckx or Python may run: hooks (install.py, detect.py, customize.py), scripts, site hooks.
@@ -44,14 +42,19 @@ class Member:
         return "/".join(self.parts)
 
 
-def check_zip_members(archive: Path, zf: zipfile.ZipFile) -> list[Member]:
+def check_zip_members(archive: Path, zf: zipfile.ZipFile, limits: Limits = DEFAULT_LIMITS) -> list[Member]:
     """Every file member of ``zf``, checked by ckx.transfer.safety's ArchiveChecker (the checker package
     unpacking uses), sorted by path. A repo archive may not write into a ``.git`` directory either.
 
-    Raises UnsafeArchive for a refused member, IntegrityError for an encrypted one. Directory members
-    are checked and dropped.
+    The checker also counts the members and the sizes they state against ``limits`` (member count,
+    expanded bytes, expansion ratio), before anything is extracted. Reading a member never yields
+    more than its stated size (zipfile stops there, and the CRC check fails), so the stated sizes
+    bound the writes.
+
+    Raises UnsafeArchive for a refused member or an archive over the limits, IntegrityError for an
+    encrypted member. Directory members are checked and dropped.
     """
-    checker = ArchiveChecker(archive, verb="unzip")
+    checker = ArchiveChecker(archive, verb="unzip", limits=limits)
     files = []
     for planned in checker.check(checker.zip_members(zf), unique=True):
         if any(p.lower() == ".git" for p in planned.parts):
@@ -59,38 +62,6 @@ def check_zip_members(archive: Path, zf: zipfile.ZipFile) -> list[Member]:
         if planned.entry.kind == "file":
             files.append(Member(planned.parts, planned.entry.ref))  # type: ignore[arg-type]
     return sorted(files, key=lambda member: member.parts)
-
-
-def check_expansion(archive: Path, zf: zipfile.ZipFile, limits: Limits) -> int:
-    """Refuse an archive that would expand past the limits, before anything is extracted.
-
-    Counts every member (directories too) against ``archive_max_members``, the sizes the archive
-    states against ``archive_max_bytes``, and the expansion of the whole archive and of each member
-    against ``archive_max_ratio`` (once past RATIO_FLOOR). Reading a member never yields more than
-    its stated size (zipfile stops there, and the CRC check fails), so the stated sizes bound the
-    writes. Returns the total size. Raises UnsafeArchive naming the archive, the limit and the fix.
-    """
-    hint = "raise 'limits.{}' in $CKX_HOME/settings.json if the archive is trusted"
-    infos = zf.infolist()
-    if len(infos) > limits.archive_max_members:
-        raise UnsafeArchive(f"{archive}: refusing to unzip {len(infos)} members, over the limit of "
-                            f"{limits.archive_max_members}", hint=hint.format("archive_max_members"))
-    total = sum(info.file_size for info in infos)
-    if total > limits.archive_max_bytes:
-        raise UnsafeArchive(f"{archive}: refusing to unzip {total} bytes, over the limit of "
-                            f"{limits.archive_max_bytes} bytes", hint=hint.format("archive_max_bytes"))
-    size = max(archive.stat().st_size, 1)
-    if total > RATIO_FLOOR and total > limits.archive_max_ratio * size:
-        raise UnsafeArchive(f"{archive}: refusing to unzip: {size} bytes would expand {total // size}-fold to "
-                            f"{total} bytes, over the ratio limit of {limits.archive_max_ratio}",
-                            hint=hint.format("archive_max_ratio"))
-    for info in infos:
-        packed = max(info.compress_size, 1)
-        if info.file_size > RATIO_FLOOR and info.file_size > limits.archive_max_ratio * packed:
-            raise UnsafeArchive(f"{archive}: refusing to unzip member {info.filename}: {packed} bytes would expand "
-                                f"{info.file_size // packed}-fold to {info.file_size} bytes, over the ratio limit of "
-                                f"{limits.archive_max_ratio}", hint=hint.format("archive_max_ratio"))
-    return total
 
 
 def _corrupt(archive: Path, name: str, exc: BaseException) -> IntegrityError:
@@ -184,5 +155,5 @@ def code_reasons(module: str, meta: dict | None, files: Iterable[tuple[str, ...]
     return reasons
 
 
-__all__ = ["CODE_KINDS", "CODE_SUFFIXES", "Member", "RATIO_FLOOR", "check_expansion", "check_zip_members",
+__all__ = ["CODE_KINDS", "CODE_SUFFIXES", "Member", "check_zip_members",
            "code_reasons", "is_code_file", "read_chunks", "read_member", "read_member_meta"]
