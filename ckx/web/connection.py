@@ -135,6 +135,9 @@ class JsonHandler(BaseHTTPRequestHandler):
     """
 
     protocol_version = "HTTP/1.1"
+    # The version assumed until the request line names one: an answer to a garbled request line gets
+    # a status line and headers (HTTP/0.9's bare body would carry no status at all).
+    default_request_version = "HTTP/1.0"
     server: BoundedHTTPServer
     # Headers and body leave in one segment, at once: no Nagle / delayed-ACK stall on keep-alive connections.
     wbufsize = -1

@@ -15,7 +15,7 @@ from ckx.core.limits import DEFAULT_LIMITS, Limits, nesting_depth
 # The actions reachable over the web, as (name, module) keys of ckx.api.ACTIONS. Left out on purpose:
 # serve itself, zip (writes an archive wherever it is told), dashboard (writes files, may serve),
 # virtual env and activate/create/rm venv (spawn shells or build environments); REFUSED_INPUTS below
-# refuses `rm repo --all` and `export experiment --out=FILE`.
+# refuses `rm repo --all`, and every path input (`export experiment --out=FILE`, ...) is refused too.
 WEB_ACTIONS: frozenset[tuple[str, str | None]] = frozenset({
     ("add", None), ("load", None), ("find", None), ("search", None), ("list", None), ("rm", None),
     ("ren", None), ("cp", None), ("list_tags", None), ("path", None),
@@ -27,10 +27,9 @@ WEB_ACTIONS: frozenset[tuple[str, str | None]] = frozenset({
     ("version", None), ("help", None), ("uid", None), ("reindex", None),
 })
 
-# Inputs refused even on reachable actions: they delete or write files outside the repos.
+# Inputs refused even on reachable actions: they delete files outside the entries.
 REFUSED_INPUTS: dict[tuple[str, str | None], dict[str, str]] = {
     ("rm", "repo"): {"all": "deleting a repo's files"},
-    ("export", "experiment"): {"out": "writing a file on the server"},
 }
 
 # Inputs that name a file or directory on the server, besides every option declared with type "path":

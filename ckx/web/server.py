@@ -25,11 +25,10 @@ import json
 import logging
 import os
 import re
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ckx import __version__
-from ckx.core.errors import CkxError, UsageError
+from ckx.core.errors import UsageError
 from ckx.core.home import Home
 from ckx.core.limits import Limits
 from ckx.store.context import Context
@@ -103,24 +102,19 @@ class _Handler(JsonHandler):
         self._handle("POST")
 
     def do_PUT(self) -> None:
-        self._not_allowed()
+        self._handle("PUT")
 
     def do_DELETE(self) -> None:
-        self._not_allowed()
+        self._handle("DELETE")
 
     def do_PATCH(self) -> None:
-        self._not_allowed()
+        self._handle("PATCH")
 
     def do_HEAD(self) -> None:
-        self._not_allowed()
+        self._handle("HEAD")
 
     def do_OPTIONS(self) -> None:  # no CORS preflight is ever granted
-        self._not_allowed()
-
-    def _not_allowed(self) -> None:
-        self._discard_body()
-        self.send_json(405, {"return": 2, "error": f"{self.command} is not supported", "error_type": "WebError"},
-                       {"Allow": "GET, POST"})
+        self._handle("OPTIONS")
 
     # -- the one path every request takes -------------------------------------------------------
     def _handle(self, method: str) -> None:
@@ -132,6 +126,9 @@ class _Handler(JsonHandler):
                 extra["Set-Cookie"] = f"{self.server.cookie}={self.server.token}; HttpOnly; SameSite=Strict; Path=/"
             query_text = urlencode([(k, v) for k, v in query if k != "token"])
             path = parts.path.rstrip("/") or "/"
+            if method not in ("GET", "POST"):
+                self._discard_body()
+                raise WebError(405, f"{method} is not supported", headers={"Allow": "GET, POST"})
             if method == "POST":
                 if path != "/api":
                     self._discard_body()
