@@ -1,6 +1,7 @@
 """What the web API offers and refuses: the reachable actions, refused inputs, HTTP statuses, request checks."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -60,6 +61,7 @@ def web_actions() -> list[Action]:
     return [a for a in ACTIONS if (a.name, a.module) in WEB_ACTIONS]
 
 
+@functools.lru_cache(maxsize=256)  # asked of every request's Host header: the same few names each time
 def is_loopback(host: str) -> bool:
     """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     host = host.strip("[]")

@@ -45,52 +45,9 @@ DEFAULT_PORT = 3344  # CK's web service port
 _STRINGS_AND_BRACKETS = re.compile(rb'(?P<key>"(?:[^"\\]|\\.)*"\s*:)|"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
-class ApiServer(BoundedHTTPServer):
-    """The ckx web API on one socket: request threads share a ContextPool and a JobManager.
+class ApiHandler(JsonHandler):
+    """One connection's requests: authorise, route, police the input, run the action, answer JSON."""
 
-    ``token`` is required on every request; without ``allow_writes`` only read-only actions run.
-    """
-
-    def __init__(self, address: tuple[str, int], *, home: Home, token: str, allow_writes: bool = False,
-                 limits: Limits | None = None, max_body: int | None = None, refresh_interval: float = 1.0,
-                 job_workers: int = JOB_WORKERS, workers: int | None = None) -> None:
-        limits = limits or Limits.from_settings(home.settings_path)
-        self.home = home
-        self.token = token
-        self.allow_writes = allow_writes
-        self.max_body = max_body or limits.request_max_bytes
-        self.loopback = is_loopback(address[0])
-        self._spec: dict | None = None
-        super().__init__(address, _Handler, limits=limits, workers=workers)
-        # Made once the socket is bound: a busy port leaves nothing to close.
-        self.contexts = ContextPool(home, refresh_interval=refresh_interval)
-        self.jobs = JobManager(self.contexts, workers=job_workers)
-        self.cookie = f"ckx-token-{self.server_address[1]}"  # cookies ignore ports: one name per server
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
-        return f"http://{host}:{port}"
-
-    @property
-    def login_url(self) -> str:
-        """The URL to open once in a browser: it carries the token, the answer sets the cookie."""
-        return f"{self.url}/?{urlencode({'token': self.token})}"
-
-    def spec(self) -> dict:
-        if self._spec is None:
-            self._spec = openapi_spec(allow_writes=self.allow_writes)
-        return self._spec
-
-    def server_close(self) -> None:
-        super().server_close()
-        if hasattr(self, "jobs"):
-            self.jobs.shutdown()
-            self.contexts.close()
-
-
-class _Handler(JsonHandler):
     server: ApiServer
     server_version = f"ckx/{__version__}"
 
@@ -122,7 +79,7 @@ class _Handler(JsonHandler):
         try:
             parts = urlsplit(self.path)
             query = parse_qsl(parts.query, keep_blank_values=True)
-            if self._authorise(method, query):
+            if self.authorise(method, query):
                 extra["Set-Cookie"] = f"{self.server.cookie}={self.server.token}; HttpOnly; SameSite=Strict; Path=/"
             query_text = urlencode([(k, v) for k, v in query if k != "token"])
             path = parts.path.rstrip("/") or "/"
@@ -163,7 +120,7 @@ class _Handler(JsonHandler):
             self.send_json(500, {"return": 1, "error": f"internal error: {type(exc).__name__}: {exc}",
                                  "error_type": "InternalError"})
 
-    def _authorise(self, method: str, query: list[tuple[str, str]]) -> bool:
+    def authorise(self, method: str, query: list[tuple[str, str]]) -> bool:
         """Pass a request that carries the token; True when it came in the URL (the answer sets the cookie).
 
         Raises WebError 401 otherwise, and 403 for a foreign Host header on a loopback server (DNS rebinding).
@@ -250,6 +207,54 @@ class _Handler(JsonHandler):
         if not action.read_only:
             self.server.contexts.invalidate()
         self.send_json(http_status(result), result, headers)
+
+
+class ApiServer(BoundedHTTPServer):
+    """The ckx web API on one socket: request threads share a ContextPool and a JobManager.
+
+    ``token`` is required on every request; without ``allow_writes`` only read-only actions run.
+    ``handler_class`` answers the requests (benchmarks/server.py swaps it to measure what checks cost).
+    """
+
+    handler_class: type[JsonHandler] = ApiHandler
+
+    def __init__(self, address: tuple[str, int], *, home: Home, token: str, allow_writes: bool = False,
+                 limits: Limits | None = None, max_body: int | None = None, refresh_interval: float = 1.0,
+                 job_workers: int = JOB_WORKERS, workers: int | None = None) -> None:
+        limits = limits or Limits.from_settings(home.settings_path)
+        self.home = home
+        self.token = token
+        self.allow_writes = allow_writes
+        self.max_body = max_body or limits.request_max_bytes
+        self.loopback = is_loopback(address[0])
+        self._spec: dict | None = None
+        super().__init__(address, self.handler_class, limits=limits, workers=workers)
+        # Made once the socket is bound: a busy port leaves nothing to close.
+        self.contexts = ContextPool(home, refresh_interval=refresh_interval)
+        self.jobs = JobManager(self.contexts, workers=job_workers)
+        self.cookie = f"ckx-token-{self.server_address[1]}"  # cookies ignore ports: one name per server
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}"
+
+    @property
+    def login_url(self) -> str:
+        """The URL to open once in a browser: it carries the token, the answer sets the cookie."""
+        return f"{self.url}/?{urlencode({'token': self.token})}"
+
+    def spec(self) -> dict:
+        if self._spec is None:
+            self._spec = openapi_spec(allow_writes=self.allow_writes)
+        return self._spec
+
+    def server_close(self) -> None:
+        super().server_close()
+        if hasattr(self, "jobs"):
+            self.jobs.shutdown()
+            self.contexts.close()
 
 
 def _cookie(lines: list[str], name: str) -> str | None:
@@ -358,4 +363,4 @@ def action_serve(ctx: Context, inp: dict) -> dict:
     return {"return": 0, "url": server.url, "text": "stopped"}
 
 
-__all__ = ["ApiServer", "DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV", "action_serve", "make_server", "parse_body"]
+__all__ = ["ApiHandler", "ApiServer", "DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV", "action_serve", "make_server", "parse_body"]
