@@ -112,11 +112,13 @@ def check_request(request: dict, *, method: str, allow_writes: bool = False,
     if ACTION_ALIASES.get(name, name) not in {a.name for a in ACTIONS}:
         raise WebError(404, f"unknown action {name!r}", hint="GET /openapi.json lists the actions")
     try:
-        inp = normalise(request)
-        for key in _CID_KEYS:
+        for key in _CID_KEYS:  # before normalise(), which takes them to be strings
             value = request.get(key)
-            if value is not None and (not isinstance(value, str) or "/" in value or "\\" in value or ".." in value.split(":")):
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"'{key}' must be a string, not {type(value).__name__}")
+            if value is not None and ("/" in value or "\\" in value or ".." in value.split(":")):
                 raise UsageError(f"invalid {key} {value!r}: path separators and '..' are not allowed")
+        inp = normalise(request)
         cids = inp.get("cids", [])
         if not isinstance(cids, list) or not all(isinstance(c, str) for c in cids):
             raise UsageError("'cids' must be a list of strings")

@@ -127,7 +127,7 @@ class ApiHandler(JsonHandler):
         """
         if self.server.loopback:
             host = self.headers.get("Host")
-            if host is not None and not is_loopback(urlsplit(f"//{host}").hostname or ""):
+            if host is not None and not is_loopback(_hostname(host)):
                 self._refuse_body()
                 raise WebError(403, f"Host {host!r} is not a loopback name", hint="this server only answers to localhost")
         token = self.server.token
@@ -255,6 +255,14 @@ class ApiServer(BoundedHTTPServer):
         if hasattr(self, "jobs"):
             self.jobs.shutdown()
             self.contexts.close()
+
+
+def _hostname(host: str) -> str:
+    """The host name of a Host header (``127.0.0.1:3344`` -> ``127.0.0.1``); empty when it does not parse."""
+    try:
+        return urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return ""
 
 
 def _cookie(lines: list[str], name: str) -> str | None:

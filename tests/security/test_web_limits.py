@@ -85,6 +85,7 @@ def test_too_many_or_too_large_headers_are_431_json(start_server, extra):
 @pytest.mark.parametrize("request_line,expected", [
     (b"GARBAGE\r\n", 400), (b"GET / HTTP/2.0\r\n", 505), (b"BREW /api HTTP/1.1\r\n", 501),
     (b"GET / HTTP/1.1x\r\n", 400), (b"GET /\r\n", 401),
+    (b"GET / HTTP/1.1\r\nHost: [::1\r\n", 403),
 ])
 def test_errors_of_the_http_layer_are_json(start_server, request_line, expected):
     server = start_server()
@@ -123,6 +124,21 @@ def test_an_ill_typed_value_for_any_declared_option_is_400_naming_it(start_serve
     assert status == 400, data
     assert f"--{option.name}" in data["error"] or f"'{option.name}'" in data["error"], data
     assert client.get("/api/jobs")[1]["jobs"] == []
+
+
+RESERVED = ("action", "module", "entry", "repo", "cid", "cids", "rest", "module_uoa", "data_uoa", "repo_uoa",
+            "quiet", "json")
+
+
+@pytest.mark.parametrize("key", RESERVED)
+def test_an_ill_typed_reserved_key_is_a_400_not_a_500(start_server, key):
+    client = Client.of(start_server(allow_writes=True))
+    for value in (5, 1.5, True, [1], [[1]], {"a": {"b": 1}}, "../x", "\x00"):
+        request = {"action": value} if key == "action" else {"action": "search", key: value}
+        status, data = client.post(request)
+        assert status < 500 and data.get("error_type") != "InternalError", (key, value, data)
+        if isinstance(value, dict):  # no reserved key takes an object
+            assert status == 400 and data["return"] == 2, (key, value, data)
 
 
 def test_a_busy_port_is_a_usage_error_naming_it(ckx_home):
