@@ -78,6 +78,8 @@ class BoundedHTTPServer(HTTPServer):
         self.workers = workers or limits.server_workers
         self._slots = threading.BoundedSemaphore(self.workers)
         self._closing = False
+        self._active: set[socket.socket] = set()  # the connections being served, cut short by server_close
+        self._active_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ckx-http")
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -100,11 +102,15 @@ class BoundedHTTPServer(HTTPServer):
             self.shutdown_request(request)
 
     def _serve(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            self._active.add(request)
         try:
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            with self._active_lock:
+                self._active.discard(request)
             self.shutdown_request(request)
             self._slots.release()
 
@@ -121,8 +127,16 @@ class BoundedHTTPServer(HTTPServer):
         super().shutdown()
 
     def server_close(self) -> None:
+        """Stop listening and end the connections still open, so no worker waits out a slow client."""
         self._closing = True
         super().server_close()
+        with self._active_lock:
+            active = list(self._active)
+        for sock in active:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # a worker blocked reading it wakes at once
+            except OSError:
+                pass
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

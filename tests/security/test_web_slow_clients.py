@@ -132,3 +132,28 @@ def test_an_idle_kept_alive_connection_is_closed(start_server):
         sock.settimeout(5)
         assert sock.recv(100) == b""
         assert time.monotonic() - started < 3
+
+
+def test_closing_the_server_ends_the_connections_of_stalled_clients(start_server):
+    server = start_server(limits=Limits().replaced({"request_timeout_s": 60}), workers=WORKERS)
+    attackers = _open_half_open_posts(server, WORKERS)
+    try:
+        deadline = time.monotonic() + 10
+        while sum(t.name.startswith("ckx-http") for t in threading.enumerate()) < WORKERS:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.shutdown()
+        started = time.monotonic()
+        server.server_close()
+        for sock in attackers:
+            sock.setblocking(True)
+            sock.settimeout(10)
+            try:
+                while sock.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass
+        assert time.monotonic() - started < 5  # not the 60 s the requests were allowed
+    finally:
+        for sock in attackers:
+            sock.close()
