@@ -11,18 +11,19 @@ from ckx.core.errors import CkxError, UsageError
 TOKEN_ENV = "CKX_SERVE_TOKEN"
 TOKEN_FILE = "serve-token"
 TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters, 256 bits
+_NOT_IN_COOKIES = frozenset('",;\\')
 
 
 def choose_token(given: str | None) -> str:
     """``given`` (from --token or $CKX_SERVE_TOKEN) checked, or a new random token when there is none.
 
-    Raises UsageError for a token with whitespace, control or non-ASCII characters (it could not be
-    sent in a header or a URL as typed).
+    Raises UsageError for a token with whitespace, control or non-ASCII characters, or one of
+    a double quote, comma, semicolon or backslash (it could not travel as typed in a header or a cookie).
     """
     if not given:
         return secrets.token_urlsafe(TOKEN_BYTES)
-    if not given.isascii() or not given.isprintable() or any(c.isspace() for c in given):
-        raise UsageError("--token must be printable ASCII without spaces",
+    if not given.isascii() or not given.isprintable() or any(c.isspace() or c in _NOT_IN_COOKIES for c in given):
+        raise UsageError("--token must be printable ASCII without spaces or any of \" , ; \\",
                          hint=f"leave --token and ${TOKEN_ENV} out and a random one is made")
     return given
 

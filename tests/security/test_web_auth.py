@@ -80,7 +80,7 @@ def test_the_token_file_is_private_whatever_the_umask(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["serve-token"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("bad", ["two words", "tab\there", "caf\u00e9", "new\nline"])
-def test_a_token_that_cannot_travel_in_a_header_is_refused(bad):
+@pytest.mark.parametrize("bad", ["two words", "tab\there", "caf\u00e9", "new\nline", "a;b", 'a"b', "a,b", "a\\b"])
+def test_a_token_that_cannot_travel_in_a_header_or_a_cookie_is_refused(bad):
     with pytest.raises(UsageError, match="--token"):
         choose_token(bad)
