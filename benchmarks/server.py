@@ -1,10 +1,14 @@
-"""Web API throughput: search requests per second of `ckx serve` against in-process access().
+"""Web API throughput: searches per second of `ckx serve` (token, bounded pool) against a baseline and access().
 
 Generates a CK-format repo with the size and module mix of mlcommons@ck-mlops (1,354 entries),
-registers it in a temporary CKX_HOME, starts `ckx serve` in a subprocess on loopback and measures
-searches per second over keep-alive connections from several threads (median of several rounds,
-with the latency p50/p99); the same searches through in-process access() are the baseline.
-Prints a Markdown table and writes it to benchmarks/out/server.md.
+registers it in a temporary CKX_HOME and starts two servers in subprocesses on loopback:
+``ckx serve`` as users run it (a random token read back from $CKX_HOME/serve-token, the bounded
+pool of request threads, read deadlines), and a baseline: the same server with the token check
+short-circuited and a thread per connection, as `ckx serve` was before either existed. Rounds
+alternate between the two, so both see the same machine load; each round sends searches over
+keep-alive connections from several threads (median of the rounds, latency p50/p99). The same
+searches through in-process access() come last. Prints a Markdown table and writes it to
+benchmarks/out/server.md.
 
     python benchmarks/server.py [--rounds=5] [--requests=400] [--threads=4]
 """
@@ -15,9 +19,11 @@ import http.client
 import json
 import os
 import random
+import signal
 import socket
 import statistics
 import subprocess
+import socketserver
 import sys
 import tempfile
 import threading
@@ -27,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from ckx.core.limits import DEFAULT_LIMITS  # noqa: E402  (importable once ROOT is on the path)
 
 # The module mix of mlcommons@ck-mlops (1,354 entries): the nine big modules, then small ones.
 MODULE_MIX: dict[str, int] = {
@@ -124,15 +132,16 @@ def _expected_counts(home: Path) -> list[int]:
         ctx.close()
 
 
-def _client_worker(port: int, count: int, offset: int, expected: list[int], latencies: list[float],
+def _client_worker(port: int, token: str, count: int, offset: int, expected: list[int], latencies: list[float],
                    errors: list[str]) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     try:
         for i in range(count):
             index = (offset + i) % len(QUERIES)
             body = json.dumps(QUERIES[index])
             start = time.perf_counter()
-            conn.request("POST", "/api", body=body, headers={"Content-Type": "application/json"})
+            conn.request("POST", "/api", body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
             latencies.append(time.perf_counter() - start)
@@ -146,11 +155,11 @@ def _client_worker(port: int, count: int, offset: int, expected: list[int], late
         conn.close()
 
 
-def _http_round(port: int, requests: int, threads: int, expected: list[int]) -> tuple[float, list[float]]:
+def _http_round(port: int, token: str, requests: int, threads: int, expected: list[int]) -> tuple[float, list[float]]:
     latencies: list[float] = []
     errors: list[str] = []
     per_thread = requests // threads
-    workers = [threading.Thread(target=_client_worker, args=(port, per_thread, t, expected, latencies, errors))
+    workers = [threading.Thread(target=_client_worker, args=(port, token, per_thread, t, expected, latencies, errors))
                for t in range(threads)]
     start = time.perf_counter()
     for worker in workers:
@@ -187,9 +196,66 @@ def _access_round(home: Path, requests: int, expected: list[int], *, reuse: bool
     return requests / (time.perf_counter() - start), latencies
 
 
+def _status(port: int, token: str) -> int:
+    """The HTTP status of one search sent with ``token`` (empty: no Authorization header)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        conn.request("POST", "/api", body=json.dumps(QUERIES[0]), headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of process ``pid`` so far (Linux /proc), or None where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _measured_round(pid: int, port: int, token: str, requests: int, threads: int,
+                    expected: list[int]) -> tuple[float, list[float], float | None]:
+    """One HTTP round, with the server's CPU seconds per search (less sensitive to a loaded machine)."""
+    before = _cpu_seconds(pid)
+    rate, latencies = _http_round(port, token, requests, threads, expected)
+    after = _cpu_seconds(pid)
+    cpu = None if before is None or after is None else (after - before) / len(latencies)
+    return rate, latencies, cpu
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def serve_baseline(port: int) -> None:
+    """Serve $CKX_HOME's API on ``port`` as before the token and the pool: no token check, a thread per connection."""
+    from ckx.core.home import Home  # reason: imported in the server's own process, with its CKX_HOME
+    from ckx.web.server import ApiHandler, ApiServer  # reason: as above
+
+    class UncheckedHandler(ApiHandler):
+        def authorise(self, method: str, query: list[tuple[str, str]]) -> bool:
+            return False  # every request passes, as when no token was needed
+
+    class ThreadPerConnectionServer(socketserver.ThreadingMixIn, ApiServer):
+        """ThreadingMixIn's process_request comes first: one new thread per connection, unbounded."""
+
+        handler_class = UncheckedHandler
+        daemon_threads = True
+        block_on_close = False
+
+    server = ThreadPerConnectionServer(("127.0.0.1", port), home=Home.from_env(), token="unused")
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def _wait_for(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -205,6 +271,24 @@ def _wait_for(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     raise SystemExit("ckx serve did not start listening")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: the server closes and forgets its token file
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def _cpu_line(cpu: dict[str, list[float]]) -> str:
+    """The servers' median CPU time per search, which a loaded machine disturbs less than wall-clock rates."""
+    if not cpu["served"] or not cpu["baseline"]:
+        return ""
+    served, base = statistics.median(cpu["served"]), statistics.median(cpu["baseline"])
+    return (f" Server CPU per search: {served * 1000:.2f} ms with token and pool, {base * 1000:.2f} ms baseline "
+            f"({served / base:.2f}x).")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print and write the Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="search requests per round")
     parser.add_argument("--threads", type=int, default=4, help="client threads (one keep-alive connection each)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "server.md")
+    parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_baseline:
+        serve_baseline(args.serve_baseline)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="ckx-bench-server-") as tmp:
         tmp_path = Path(tmp)
@@ -220,54 +308,75 @@ def main(argv: list[str] | None = None) -> int:
         repo_dir = tmp_path / "bench-ck-mlops"
         counts = generate_ck_repo(repo_dir)
         env = dict(os.environ, CKX_HOME=str(home), PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop("CKX_SERVE_TOKEN", None)
         subprocess.run([sys.executable, "-m", "ckx", "add", "repo:bench@ck-mlops", f"--path={repo_dir}", "--quiet"],
                        env=env, check=True, capture_output=True, timeout=120)
         subprocess.run([sys.executable, "-m", "ckx", "reindex"], env=env, check=True, capture_output=True, timeout=300)
         os.environ["CKX_HOME"] = str(home)
         expected = _expected_counts(home)
 
-        port = _free_port()
+        port, baseline_port = _free_port(), _free_port()
         proc = subprocess.Popen([sys.executable, "-m", "ckx", "serve", f"--port={port}", "--quiet"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        baseline = subprocess.Popen([sys.executable, __file__, f"--serve-baseline={baseline_port}"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             _wait_for(port, proc)
-            _http_round(port, 60, args.threads, expected)  # warm-up: connections, contexts, page cache
-            http_rounds = [_http_round(port, args.requests, args.threads, expected) for _ in range(args.rounds)]
+            _wait_for(baseline_port, baseline)
+            token = (home / "serve-token").read_text().strip()
+            rejected = _status(port, "")
+            if rejected != 401:
+                raise SystemExit(f"ckx serve answered {rejected} to a request without the token")
+            servers = {"served": (proc.pid, port, token), "baseline": (baseline.pid, baseline_port, "unused")}
+            http_rounds: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in servers}
+            cpu: dict[str, list[float]] = {name: [] for name in servers}
+            for name, (_, p, t) in servers.items():  # warm-up: connections, contexts, page cache
+                _http_round(p, t, 60, args.threads, expected)
+            for number in range(args.rounds):  # alternate, so both servers see the same load
+                order = list(servers) if number % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    rate, latencies, seconds = _measured_round(*servers[name], args.requests, args.threads, expected)
+                    http_rounds[name].append((rate, latencies))
+                    if seconds is not None:
+                        cpu[name].append(seconds)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+            _stop(proc)
+            _stop(baseline)
         _access_round(home, 30, expected, reuse=False)
         fresh_rounds = [_access_round(home, args.requests // 2, expected, reuse=False) for _ in range(args.rounds)]
         reuse_rounds = [_access_round(home, args.requests, expected, reuse=True) for _ in range(args.rounds)]
 
-    def row(label: str, rounds: list[tuple[float, list[float]]]) -> tuple[str, float]:
+    def row(label: str, rounds: list[tuple[float, list[float]]]) -> tuple[str, float, float]:
         rates = [r for r, _ in rounds]
         lat = [x for _, xs in rounds for x in xs]
-        median = statistics.median(rates)
+        median, p50 = statistics.median(rates), _percentile(lat, 0.5)
         return (f"| {label} | {median:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | "
-                f"{_percentile(lat, 0.5) * 1000:.2f} | {_percentile(lat, 0.99) * 1000:.2f} |", median)
+                f"{p50 * 1000:.2f} | {_percentile(lat, 0.99) * 1000:.2f} |", median, p50)
 
-    http_row, http_rate = row(f"ckx serve, HTTP POST /api ({args.threads} keep-alive clients)", http_rounds)
-    fresh_row, fresh_rate = row("in-process access(), new Context per call", fresh_rounds)
-    reuse_row, reuse_rate = row("in-process access(), one Context reused", reuse_rounds)
+    http_row, http_rate, http_p50 = row(f"ckx serve: token, {DEFAULT_LIMITS.server_workers} pooled threads ({args.threads} keep-alive clients)",
+                                        http_rounds["served"])
+    base_row, base_rate, base_p50 = row("baseline: no token check, a thread per connection", http_rounds["baseline"])
+    fresh_row, fresh_rate, _ = row("in-process access(), new Context per call", fresh_rounds)
+    reuse_row, reuse_rate, _ = row("in-process access(), one Context reused", reuse_rounds)
+    paired = statistics.median(a / b for (a, _), (b, _) in zip(http_rounds["served"], http_rounds["baseline"]))
     cpus = os.cpu_count()
     lines = [
         "# ckx serve: search throughput",
         "",
         f"Repo: {sum(counts.values())} CK-format entries ({', '.join(f'{m} {n}' for m, n in list(counts.items())[:9])}, "
         f"rest in {len(counts) - 9} small modules); {len(QUERIES)} tag searches round-robin; "
-        f"{args.rounds} rounds of {args.requests} requests; Python {sys.version.split()[0]}, {cpus} CPUs.",
+        f"{args.rounds} rounds of {args.requests} requests per server, alternating; Python {sys.version.split()[0]}, "
+        f"{cpus} CPUs.",
         "",
         "| path | searches/s (median) | range | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|",
         http_row,
+        base_row,
         fresh_row,
         reuse_row,
         "",
+        f"Token and pool: {http_rate / base_rate:.2f}x the baseline's searches/s (median of the paired rounds' "
+        f"ratios: {paired:.2f}x), p50 {http_p50 / base_p50:.2f}x." + _cpu_line(cpu),
         f"HTTP / access() with a new Context: {http_rate / fresh_rate:.2f}x; "
         f"HTTP / access() with a reused Context: {http_rate / reuse_rate:.2f}x.",
         "",

@@ -1,12 +1,16 @@
-"""The web API over a real socket on 127.0.0.1: results, status codes, limits, tokens, jobs, OpenAPI."""
+"""The web API over a real socket on 127.0.0.1: results, status codes, limits, tokens, jobs, OpenAPI.
+
+The attacks the server must hold (no token, writes without --allow_writes, server paths, slow or
+oversized requests) have their own tests in tests/security/test_web_*.py.
+"""
 from __future__ import annotations
 
-import http.client
-import json
+import os
+import signal
 import socket
+import stat
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,12 +18,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, make_ck_repo
+from httpserver import serve
+from webclient import Client, start_server  # noqa: F401  (start_server is a fixture)
 from ckx.api import ACTIONS, access
-from ckx.core.errors import UsageError
-from ckx.core.home import Home
 from ckx.web.openapi import openapi_spec
 from ckx.web.policy import WEB_ACTIONS, http_status, is_loopback
-from ckx.web.server import make_server
 
 CK_ENTRIES = {
     "package": [
@@ -29,60 +32,6 @@ CK_ENTRIES = {
     ],
     "soft": [("dataset.imagenet.val", "3a1b2c3d4e5f6071", {"tags": ["dataset", "imagenet", "val"]})],
 }
-
-
-class Client:
-    """A keep-alive HTTP client for one server."""
-
-    def __init__(self, port: int, token: str | None = None) -> None:
-        self.port = port
-        self.token = token
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def request(self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict, http.client.HTTPResponse]:
-        all_headers = {"Content-Type": "application/json"} if (body is not None or raw is not None) else {}
-        if self.token:
-            all_headers["Authorization"] = f"Bearer {self.token}"
-        all_headers.update(headers or {})
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        self.conn.request(method, path, body=data, headers=all_headers)
-        response = self.conn.getresponse()
-        payload = response.read()
-        if response.getheader("Connection", "").lower() == "close":
-            self.conn.close()
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        return response.status, json.loads(payload), response
-
-    def post(self, body: object, **kwargs) -> tuple[int, dict]:
-        status, data, _ = self.request("POST", "/api", body, **kwargs)
-        return status, data
-
-    def get(self, path: str, **kwargs) -> tuple[int, dict]:
-        status, data, _ = self.request("GET", path, **kwargs)
-        return status, data
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-@pytest.fixture
-def start_server(ckx_home):
-    """Start servers in threads on port 0; stop them after the test."""
-    servers = []
-
-    def start(**kwargs):
-        server = make_server(home=Home(ckx_home), host="127.0.0.1", port=0, **kwargs)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return server
-
-    yield start
-    for server, thread in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -102,8 +51,8 @@ def repos(tmp_path, monkeypatch):
 
 @pytest.fixture
 def client(start_server, repos):
-    server = start_server()
-    c = Client(server.server_address[1])
+    """A client of a server started with --allow_writes."""
+    c = Client.of(start_server(allow_writes=True))
     yield c
     c.close()
 
@@ -149,7 +98,7 @@ def test_write_then_read_through_the_server(client):
 
 
 def test_changes_by_other_processes_show(start_server, repos):
-    client = Client(start_server(refresh_interval=0).server_address[1])
+    client = Client.of(start_server(refresh_interval=0))
     assert found(client.post({"action": "list", "module": "experiment"})[1]) == []
     assert access({"action": "add", "module": "experiment", "entry": "from-outside"})["return"] == 0
     assert found(client.post({"action": "list", "module": "experiment"})[1]) == ["local:experiment:from-outside"]
@@ -166,7 +115,7 @@ def test_twenty_parallel_searches(start_server, repos):
 
     def one(i: int) -> tuple[int, int, int]:
         query, expected = queries[i % len(queries)]
-        c = Client(server.server_address[1])
+        c = Client.of(server)
         try:
             status, data = c.post(query)
             return status, len(data.get("entries", [])), expected
@@ -209,8 +158,7 @@ def test_actions_outside_the_table_are_refused(client):
     for request in ({"action": "serve"}, {"action": "virtual", "module": "env", "shell_cmd": "id"},
                     {"action": "activate", "module": "venv", "entry": "x"},
                     {"action": "zip", "module": "package", "entry": "bert"},
-                    {"action": "rm", "module": "repo", "entry": "ckmini", "all": True, "force": True},
-                    {"action": "export", "module": "experiment", "entry": "x", "out": "/tmp/overwritten"}):
+                    {"action": "rm", "module": "repo", "entry": "ckmini", "all": True, "force": True}):
         status, data = client.post(request)
         assert status == 403, (request, data)
         assert "not available over the web API" in data["error"]
@@ -256,7 +204,7 @@ def test_path_traversal_in_cids_is_refused(client):
 
 
 def test_body_too_large_is_413(start_server, repos):
-    client = Client(start_server(max_body=1024).server_address[1])
+    client = Client.of(start_server(max_body=1024))
     status, data = client.post({"action": "search", "padding": "x" * 2048})
     assert status == 413 and "1024" in data["error"]
     status, data = client.post({"action": "version"})  # a fresh connection works
@@ -268,7 +216,7 @@ def test_wrong_content_type_is_415(client):
     assert status == 415
 
 
-def test_foreign_host_header_is_refused_without_a_token(client):
+def test_foreign_host_header_is_refused_on_a_loopback_server(client):
     status, data, _ = client.request("GET", "/api?action=version", headers={"Host": "evil.example:80"})
     assert status == 403 and "loopback" in data["error"]
 
@@ -292,37 +240,66 @@ def test_token_is_required_when_set(start_server, repos):
     assert status == 200 and found(data) == ["ckmini:soft:dataset.imagenet.val"]
 
 
-def test_non_loopback_bind_needs_a_token(ckx_home):
-    with pytest.raises(UsageError, match="without a token"):
-        make_server(home=Home(ckx_home), host="0.0.0.0", port=0)
+def test_a_random_token_is_made_when_none_is_given(start_server, repos):
+    first, second = start_server(), start_server()
+    assert len(first.token) >= 40 and first.token != second.token
+    assert Client(first.server_address[1]).get("/api?action=version")[0] == 401
+    assert Client(first.server_address[1], token=second.token).get("/api?action=version")[0] == 401
+    assert Client.of(first).get("/api?action=version")[0] == 200
+
+
+def test_a_browser_trades_the_token_in_the_url_for_a_cookie(start_server, repos):
+    server = start_server()
+    port = server.server_address[1]
+    status, data, response = Client(port).request("GET", f"/?token={server.token}")
+    assert status == 200 and data["service"] == "ckx"
+    cookie = response.getheader("Set-Cookie")
+    assert cookie.startswith(f"ckx-token-{port}={server.token};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    pair = cookie.split(";")[0]
+    status, data, _ = Client(port).request("GET", "/api?action=list&module=soft", headers={"Cookie": f"a=b; {pair}"})
+    assert status == 200 and found(data) == ["ckmini:soft:dataset.imagenet.val"]
+    # the token in the URL is not an option of the action, and a wrong one is refused
+    status, data, _ = Client(port).request("GET", f"/api?action=version&token={server.token}")
+    assert status == 200 and data["version"]
+    assert Client(port).request("GET", "/api?action=version&token=nope")[0] == 401
+    assert Client(port).request("GET", "/api?action=version", headers={"Cookie": f"ckx-token-{port}=nope"})[0] == 401
+
+
+def test_non_loopback_addresses_are_recognised():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
 
 
-def test_serve_cli_refuses_a_public_address_and_serves_on_loopback(cli, ckx_home):
-    proc = cli("serve", "--host=0.0.0.0", timeout=60)
-    assert proc.returncode == 2 and "without a token" in proc.stderr
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"CKX_HOME": str(ckx_home), "PYTHONPATH": str(ROOT)}
-    import os
+        return sock.getsockname()[1]
 
+
+def test_serve_cli_prints_the_url_with_a_token_once_and_keeps_it_private(ckx_home, repos):
+    port = _free_port()
+    env = {**os.environ, "CKX_HOME": str(ckx_home), "PYTHONPATH": str(ROOT)}
+    env.pop("CKX_SERVE_TOKEN", None)
     serving = subprocess.Popen([sys.executable, "-m", "ckx", "serve", f"--port={port}", "--quiet"],
-                               env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    token_file = ckx_home / "serve-token"
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                status, data = Client(port).get("/api?action=version")
-                break
-            except OSError:
-                assert time.monotonic() < deadline and serving.poll() is None, serving.stderr.read()
-                time.sleep(0.1)
+        while not token_file.exists():
+            assert time.monotonic() < deadline and serving.poll() is None, serving.stderr.read()
+            time.sleep(0.1)
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        status, data = Client(port, token=token).get("/api?action=version")
         assert status == 200 and data["version"]
+        assert Client(port).get("/api?action=version")[0] == 401
+        assert Client(port, token=token).post({"action": "add", "module": "experiment", "entry": "x"})[0] == 403
     finally:
-        serving.terminate()
-        serving.wait(timeout=30)
+        serving.send_signal(signal.SIGINT)  # Ctrl-C
+        out, err = serving.communicate(timeout=30)
+    assert out.count(token) == 1 and err.count(token) == 0, (out, err)
+    assert f"http://127.0.0.1:{port}/?token={token}" in out
+    assert not token_file.exists()  # a stopped server leaves no token behind
 
 
 # =========================================================================== jobs
@@ -354,9 +331,15 @@ def wait_for_job(client: Client, job: str, timeout: float = 60) -> dict:
 
 def test_long_action_becomes_a_job_that_completes(client, tmp_path, monkeypatch):
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    status, data, response = client.request("POST", "/api", {"action": "pull", "module": "repo", "url": _git_remote(tmp_path)})
-    assert status == 202 and data["job"] and response.getheader("Location") == f"/api/jobs/{data['job']}"
-    job = wait_for_job(client, data["job"])
+    with serve(tmp_path) as site:  # git's plain-HTTP protocol: a bare repo as static files
+        bare = tmp_path / "remote.git"
+        subprocess.run(["git", "clone", "-q", "--bare", _git_remote(tmp_path), str(bare)], check=True, timeout=60)
+        subprocess.run(["git", "update-server-info"], cwd=bare, check=True, timeout=60)
+        status, data, response = client.request("POST", "/api", {"action": "pull", "module": "repo",
+                                                                 "entry": "web-pulled", "url": site.url_for("remote.git")})
+        assert status == 202, data
+        job = wait_for_job(client, data["job"])
+    assert data["job"] and response.getheader("Location") == f"/api/jobs/{data['job']}"
     assert job["status"] == "done" and job["http_status"] == 200
     assert job["result"]["repo"]["name"] == "web-pulled" and job["result"]["repo"]["state"] == "cloned"
     status, data = client.get("/api?action=search&module=experiment&tags=web")
@@ -365,8 +348,8 @@ def test_long_action_becomes_a_job_that_completes(client, tmp_path, monkeypatch)
     assert status == 200 and [j["status"] for j in data["jobs"]] == ["done"]
 
 
-def test_failing_job_reports_its_error(client, tmp_path):
-    status, data = client.post({"action": "pull", "module": "repo", "entry": "x", "url": (tmp_path / "no").as_uri()})
+def test_failing_job_reports_its_error(client, http_server):
+    status, data = client.post({"action": "pull", "module": "repo", "entry": "x", "url": http_server.url_for("no.git")})
     assert status == 202
     job = wait_for_job(client, data["job"])
     assert job["status"] == "failed" and job["http_status"] == 500 and "git clone" in job["result"]["error"]
@@ -388,8 +371,9 @@ def test_openapi_document_validates(client, start_server):
     validate(spec)
     actions = spec["components"]["schemas"]["Request"]["properties"]["action"]["enum"]
     assert "search" in actions and "serve" not in actions and "zip" not in actions
-    validate(openapi_spec(token_required=True))
-    assert "bearerAuth" in openapi_spec(token_required=True)["components"]["securitySchemes"]
+    assert "bearerAuth" in spec["components"]["securitySchemes"] and spec["security"] == [{"bearerAuth": []}]
+    validate(openapi_spec(allow_writes=False))
+    assert "without --allow_writes" in openapi_spec(allow_writes=False)["info"]["description"]
 
 
 @pytest.mark.parametrize("code,status", [(0, 200), (2, 400), (3, 404), (5, 422), (1, 500), (4, 500), (6, 500)])

@@ -32,7 +32,12 @@ class Limits:
     download_max_bytes: int = 64 * GIB
     request_max_bytes: int = 4 * MIB
     request_max_depth: int = 64
+    request_max_items: int = 1000
+    request_max_url_bytes: int = 8 * KIB
+    request_max_headers: int = 64
+    request_max_header_bytes: int = 32 * KIB
     request_timeout_s: float = 30.0
+    request_idle_s: float = 5.0
     server_workers: int = 8
 
     @classmethod

@@ -18,8 +18,12 @@ def _options_text(action: Action) -> str:
     return "; options: " + ", ".join(f"`{o.name}` ({o.type})" for o in action.options)
 
 
-def openapi_spec(*, token_required: bool = False) -> dict:
-    """The OpenAPI 3.0 description of this web API (actions enumerated from WEB_ACTIONS)."""
+def openapi_spec(*, allow_writes: bool = False) -> dict:
+    """The OpenAPI 3.0 description of this web API (actions enumerated from WEB_ACTIONS).
+
+    Every operation needs the bearer token; ``allow_writes`` says whether the actions that are not
+    read-only run (else they answer 403).
+    """
     actions = web_actions()
     names = sorted({a.name for a in actions})
     read_only = sorted({a.name for a in actions if a.read_only})
@@ -34,16 +38,22 @@ def openapi_spec(*, token_required: bool = False) -> dict:
     def answer(description: str, schema: str = "Result") -> dict:
         return {"description": description, "content": {"application/json": {"schema": ref(schema)}}}
 
+    writes = ("this server runs them" if allow_writes else
+              "this server was started without --allow_writes, so they answer 403")
     errors = {
         "400": answer("bad input: invalid JSON, a bad CID (`../`), an option the action does not declare or of "
-                      "the wrong type, or the action's return 2", "Error"),
-        "403": answer("an action not offered over the web, or a non-loopback Host without a token", "Error"),
+                      "the wrong type, too many items or too deep, a path on the server (`local_path`, "
+                      "`search_dir`, ...), or the action's return 2", "Error"),
+        "401": answer("missing or wrong token", "Error"),
+        "403": answer("an action not offered over the web, an action that runs code or changes files on a server "
+                      "without --allow_writes, or a non-loopback Host on a loopback server", "Error"),
         "404": answer("unknown action, or the action's return 3 (not found, ambiguous)", "Error"),
+        "408": answer("the request did not arrive in time", "Error"),
+        "414": answer("the URL is too long", "Error"),
         "422": answer("the action's return 5 (integrity: checksum, unsafe archive)", "Error"),
+        "431": answer("too many or too large header lines", "Error"),
         "500": answer("any other non-zero return", "Error"),
     }
-    if token_required:
-        errors["401"] = answer("missing or wrong bearer token", "Error")
     query_params = [
         {"name": "action", "in": "query", "required": True, "schema": {"type": "string", "enum": read_only}},
         *({"name": key, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -56,7 +66,9 @@ def openapi_spec(*, token_required: bool = False) -> dict:
             "version": __version__,
             "description": ("The ckx actions as JSON. A request is what `ckx.access()` takes; a result is what it "
                             "returns. HTTP status from `return`: 0 -> 200, 2 -> 400, 3 -> 404, 5 -> 422, others -> "
-                            "500. Long actions answer 202 with a job to poll.\n\nActions:\n" + listing),
+                            "500. Long actions answer 202 with a job to poll. Every request needs the server's token "
+                            "(`Authorization: Bearer TOKEN`). Actions that are not marked GET allowed run code or "
+                            f"change files: {writes}.\n\nActions:\n" + listing),
         },
         "paths": {
             "/api": {
@@ -157,9 +169,8 @@ def openapi_spec(*, token_required: bool = False) -> dict:
             },
         },
     }
-    if token_required:
-        spec["components"]["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
-        spec["security"] = [{"bearerAuth": []}]
+    spec["components"]["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+    spec["security"] = [{"bearerAuth": []}]
     return spec
 
 
