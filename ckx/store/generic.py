@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from ckx.core.cid import Cid, check_name, has_wildcard, is_uid, new_uid
 from ckx.store.context import Context
-from ckx.store.entry import META_SCHEMA_VERSION, deep_merge, load_meta, normalise_tags, validate_meta
+from ckx.store.entry import META_SCHEMA_VERSION, deep_merge, foreign_origin, load_meta, normalise_tags, validate_meta
 from ckx.core.errors import Ambiguous, CkxError, NotFound, UsageError
 from ckx.store.index import EntryRecord, Query, split_tags
 from ckx.core.jsonio import write_meta_file
@@ -58,8 +58,54 @@ def find_entries(ctx: Context, cid: Cid, *, tags: Any = None) -> list[EntryRecor
     return records
 
 
-def resolve_entry(ctx: Context, cid: Cid) -> EntryRecord:
-    """Exactly one entry for ``cid``: NotFound (3) when none, Ambiguous (3) listing candidates when several."""
+def entry_standing(ctx: Context, record: EntryRecord) -> int:
+    """0 for the entries of the built-in repo and of the user's own repos; 1 for those that came from others.
+
+    From others: the entry's repo was pulled or unzipped (``Repo.standing``), or the entry carries a
+    provenance mark (``ckx.store.entry.mark_foreign``: unzipped into one of the user's repos).
+    """
+    try:
+        standing = ctx.registry.get(record.repo).standing
+    except NotFound:
+        return 1
+    return max(standing, 1 if foreign_origin(record.meta) else 0)
+
+
+def entry_rank(ctx: Context, record: EntryRecord) -> tuple[int, int]:
+    """How an entry ranks when a name matches several, lowest first: (standing, format).
+
+    The user's own and built-in entries come before those of others, so pulling or unzipping a repo
+    never changes which entry a name resolves to; within one standing, native entries come before
+    CK-format ones (which ckx reads but does not run).
+    """
+    return entry_standing(ctx, record), 1 if record.ck_format else 0
+
+
+def best_ranked(ctx: Context, records: list[EntryRecord]) -> list[EntryRecord]:
+    """The records of the best (lowest) ``entry_rank``, in their order."""
+    if len(records) < 2:
+        return list(records)
+    ranks = [entry_rank(ctx, r) for r in records]
+    best = min(ranks)
+    return [r for r, rank in zip(records, ranks) if rank == best]
+
+
+def resolution_forms(records: list[EntryRecord]) -> str:
+    """The names that pick each of ``records`` (``REPO:MODULE:NAME``, or the uid where a repo holds two)."""
+    forms = []
+    for record in records:
+        same = [r for r in records if r.repo == record.repo and r.name == record.name]
+        forms.append(record.uid if len(same) > 1 and record.uid else f"{record.repo}:{record.module}:{record.name}")
+    return " or ".join(dict.fromkeys(forms))
+
+
+def resolve_entry(ctx: Context, cid: Cid, *, ranked: bool = True) -> EntryRecord:
+    """Exactly one entry for ``cid``: NotFound (3) when none, Ambiguous (3) listing candidates when several.
+
+    With ``ranked`` (the default), several matches are narrowed to those of the best ``entry_rank``
+    first: a pulled twin of a built-in entry does not make its name ambiguous. The actions that delete
+    or rename pass ``ranked=False``, so they act only on an entry the name alone picks.
+    """
     if not cid.entry:
         raise UsageError(f"'{cid}' names no entry", hint="use MODULE:ENTRY, e.g. package:model-resnet50-mlperf-onnx")
     records = find_entries(ctx, cid)
@@ -68,19 +114,33 @@ def resolve_entry(ctx: Context, cid: Cid) -> EntryRecord:
             f"no entry {cid}",
             hint=f"'ckx list {cid.module}' shows the entries; 'ckx search {cid.module} --tags=...' searches them",
         )
-    if len(records) > 1:
+    top = best_ranked(ctx, records) if ranked else records
+    if len(top) > 1:
+        repos = list(dict.fromkeys(r.repo for r in top))
+        where = f" in repos {', '.join(repos)}" if len(repos) > 1 else ""
         raise Ambiguous(
-            f"{cid} matches {len(records)} entries",
-            [f"{r.cid} ({r.uid}) {r.path}" for r in records],
-            hint="prefix the repo (REPO:MODULE:ENTRY) or use the uid",
+            f"{cid} matches {len(top)} entries{where}",
+            [f"{r.cid} ({r.uid}) {r.path}" for r in top],
+            hint=f"name one: {resolution_forms(top)}",
         )
-    return records[0]
+    return top[0]
 
 
 def entry_result(record: EntryRecord, meta: dict | None = None) -> dict:
     result = record.summary()
     result["meta"] = meta if meta is not None else load_meta(record.meta_path)
     return result
+
+
+def resolve_base(ctx: Context, record: EntryRecord, base: str) -> EntryRecord:
+    """The base entry ``base`` of ``record``: the one in the record's own repo, else the best-ranked one.
+
+    So a base shared by built-in entries is never replaced by a namesake another repo brings along.
+    """
+    own = find_entries(ctx, Cid(module=record.module, entry=base, repo=record.repo))
+    if len(own) == 1:
+        return own[0]
+    return resolve_entry(ctx, Cid(module=record.module, entry=base))
 
 
 def merged_meta(ctx: Context, record: EntryRecord, _seen: tuple[str, ...] = ()) -> dict:
@@ -91,7 +151,7 @@ def merged_meta(ctx: Context, record: EntryRecord, _seen: tuple[str, ...] = ()) 
         return meta
     if record.uid in _seen:
         raise UsageError(f"{record.meta_path}: field 'base': the chain of base entries loops back to {record.cid}")
-    base_record = resolve_entry(ctx, Cid(module=record.module, entry=base))
+    base_record = resolve_base(ctx, record, str(base))
     return deep_merge(merged_meta(ctx, base_record, _seen + (record.uid or record.cid,)), meta)
 
 
@@ -275,7 +335,7 @@ def rm(ctx: Context, inp: dict) -> dict:
     if not cid.entry and not inp.get("tags"):
         raise UsageError("'rm' needs an entry or --tags", hint=f"usage: ckx rm {cid.module}:ENTRY [--force]")
     if cid.entry and not has_wildcard(cid.entry) and not inp.get("tags"):
-        records = [resolve_entry(ctx, cid)]
+        records = [resolve_entry(ctx, cid, ranked=False)]
     else:
         records = find_entries(ctx, cid, tags=inp.get("tags"))
         if not records:
@@ -342,7 +402,7 @@ def _second_cid(inp: dict, source: EntryRecord) -> tuple[str, str | None]:
 
 def ren(ctx: Context, inp: dict) -> dict:
     """Rename an entry, or move it to another repo, keeping its uid: ``ckx ren M:OLD NEW`` or ``M:OLD REPO:M:NEW``."""
-    source = resolve_entry(ctx, _cid(inp))
+    source = resolve_entry(ctx, _cid(inp), ranked=False)
     source_repo = ctx.registry.get(source.repo)
     if not source_repo.writable:
         raise UsageError(f"{source.cid}: {source_repo.read_only_reason()}", hint="use 'ckx cp' to copy it")
@@ -425,6 +485,7 @@ def _cid(inp: dict) -> Cid:
 
 
 __all__ = [
-    "AlreadyExists", "KIND_DIRS", "add", "cp", "find", "find_entries", "known_modules", "list_entries", "list_tags",
-    "load", "merged_meta", "path", "ren", "require_module", "resolve_entry", "rm", "search", "write_new_entry",
+    "AlreadyExists", "KIND_DIRS", "add", "best_ranked", "cp", "entry_rank", "entry_standing", "find", "find_entries",
+    "known_modules", "list_entries", "list_tags", "load", "merged_meta", "path", "ren", "require_module",
+    "resolution_forms", "resolve_base", "resolve_entry", "rm", "search", "write_new_entry",
 ]

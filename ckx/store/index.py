@@ -74,6 +74,11 @@ class EntryRecord:
         return f"{self.repo}:{self.module}:{self.name}"
 
     @property
+    def ck_format(self) -> bool:
+        """True for an entry in CK's layout (its meta is ``.cm/meta.json``), which ckx reads but may not run."""
+        return self.meta_path.parent.name == ".cm"
+
+    @property
     def meta(self) -> dict:
         return json.loads(self.meta_text) if self.meta_text else {}
 
