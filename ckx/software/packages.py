@@ -16,7 +16,7 @@ from typing import Any
 from ckx.core.cid import Cid
 from ckx.core.errors import Ambiguous, CkxError, MetaError, NotFound, UsageError
 from ckx.store.context import Context
-from ckx.store.entry import deep_merge, load_meta, normalise_tags, validate_meta
+from ckx.store.entry import deep_merge, normalise_tags, validate_meta
 from ckx.store.generic import entry_standing, find_entries, merged_meta, resolution_forms
 from ckx.store.index import EntryRecord, split_tags
 
@@ -135,23 +135,25 @@ def _selects(tag: str, candidate: Candidate) -> bool:
     return wanted == version or same_version(wanted, version)
 
 
-def _could_match(record: EntryRecord, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Whether the indexed meta alone leaves a chance of a match (a cheap pre-filter: no disk read).
+def _needle(tag: str) -> str:
+    """The text a tag leaves in a meta that may match it: the tag, or for a version (``v1.6.0``) its
+    digits without the leading ``v`` and trailing ``.0`` parts (``1.6`` matches ``1.6.0`` as a version)."""
+    wanted = tag[1:] if tag[:1] in ("v", "V") and tag[1:2].isdigit() else tag
+    if not wanted[:1].isdigit():
+        return tag
+    while wanted.endswith(".0") and wanted.count(".") > 0:
+        wanted = wanted[:-2]
+    return wanted
 
-    Entries with a base may inherit tags and variations, so they are always looked at.
-    """
-    meta = record.meta
-    if meta.get("base") or meta.get("_base_entry"):
-        return True
-    if set(exclude) & set(record.tags):
-        return False  # a variation only adds tags: every one of them keeps the excluded tag
-    variations = meta.get("variations") if isinstance(meta.get("variations"), dict) else {}
-    known = set(record.tags) | set(variations)
+
+def _may_match(base: dict, include: Sequence[str]) -> bool:
+    """Whether some variation of ``base`` may carry every tag (before applying any: no copies made)."""
+    variations = base.get("variations") if isinstance(base.get("variations"), dict) else {}
+    known = set(normalise_tags(base.get("tags"))) | set(variations)
     for spec in variations.values():
         if isinstance(spec, dict):
             known.update(normalise_tags(spec.get("tags")), normalise_tags(spec.get("extra_tags")))
-    # Tags that could name a version are left to the full check.
-    return all(tag in known or tag.lstrip("vV")[:1].isdigit() for tag in include)
+    return all(tag in known or _needle(tag)[:1].isdigit() for tag in include)
 
 
 def candidate_rank(ctx: Context, record: EntryRecord) -> tuple[int, int]:
@@ -182,20 +184,25 @@ def find_candidates(
     Within a rank (``candidate_rank``) the registry order is kept.
     """
     include, exclude = split_tags(tags)
-    records = find_entries(ctx, Cid(module="package", entry=alias, repo=repo))
+    # The index narrows the packages to those whose meta text holds every tag (or a base to inherit from).
+    records = find_entries(ctx, Cid(module="package", entry=alias, repo=repo), tags=[f"-{t}" for t in exclude],
+                           loose_tags=[_needle(t) for t in include])
     found: list[Candidate] = []
     for record in records:
-        if not _could_match(record, include, exclude):
-            continue
+        indexed = record.meta
+        if indexed.get("abstract"):
+            continue  # a base that other packages inherit from (its meta and hook), never installed itself
+        if not (indexed.get("base") or indexed.get("_base_entry")) and not _may_match(indexed, include):
+            continue  # decided from the indexed meta: the meta file is not read for packages that cannot match
         try:
-            if load_meta(record.meta_path).get("abstract"):
-                continue  # a base that other packages inherit from (its meta and hook), never installed itself
             base = merged_meta(ctx, record)
         except CkxError as exc:
             ctx.warn(f"skipping package {record.cid}: {exc}")
             continue
         ck_format = record.ck_format
         variations = base.get("variations") if isinstance(base.get("variations"), dict) else {}
+        if not _may_match(base, include):
+            continue
         names: list[str | None]
         if variation is not None:
             names = [variation] if variation in variations else []
@@ -289,7 +296,8 @@ def _ambiguity_hint(top: Sequence[Candidate], records: Sequence[EntryRecord]) ->
     """Forms that resolve: the package by repo and name (or uid), and the variation by name."""
     ways = []
     if len(records) > 1:
-        ways.append(f"name the package: ckx install {resolution_forms(list(records))}")
+        more = f" (or another of the {len(records)} by REPO:package:NAME)" if len(records) > 3 else ""
+        ways.append(f"name the package: ckx install {resolution_forms(list(records[:3]))}{more}")
     variations = list(dict.fromkeys(c.variation for c in top if c.variation))
     if variations:
         shown = ", ".join(variations[:6]) + (", ..." if len(variations) > 6 else "")

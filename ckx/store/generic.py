@@ -41,15 +41,19 @@ def require_module(ctx: Context, module: str | None, action: str) -> str:
     return module
 
 
-def find_entries(ctx: Context, cid: Cid, *, tags: Any = None) -> list[EntryRecord]:
-    """Entries matching a CID (wildcards allowed) and optional tags, in registry order."""
+def find_entries(ctx: Context, cid: Cid, *, tags: Any = None, loose_tags: Any = ()) -> list[EntryRecord]:
+    """Entries matching a CID (wildcards allowed) and optional tags, in registry order.
+
+    ``loose_tags`` keeps only entries that may match those tags once their variations are applied
+    (``Query.loose_tags``): a superset, for the package matcher to narrow.
+    """
     include, exclude = split_tags(tags)
     if cid.repo and not has_wildcard(cid.repo):
         ctx.registry.get(cid.repo)
     records = ctx.index.query(
         Query(module=None if has_wildcard(cid.module) else cid.module,
               repo=None if has_wildcard(cid.repo) else cid.repo,
-              name=cid.entry, tags=include, exclude_tags=exclude)
+              name=cid.entry, tags=include, exclude_tags=exclude, loose_tags=tuple(loose_tags))
     )
     if has_wildcard(cid.module):
         records = [r for r in records if fnmatch.fnmatchcase(r.module, cid.module or "*")]
