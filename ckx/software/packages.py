@@ -17,7 +17,7 @@ from ckx.core.cid import Cid
 from ckx.core.errors import Ambiguous, CkxError, MetaError, NotFound, UsageError
 from ckx.store.context import Context
 from ckx.store.entry import deep_merge, normalise_tags, validate_meta
-from ckx.store.generic import entry_standing, find_entries, merged_meta, resolution_forms
+from ckx.store.generic import entry_standing, find_entries, join_names, merged_meta, resolution_forms
 from ckx.store.index import EntryRecord, split_tags
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ def choose_candidate(ctx: Context, candidates: Sequence[Candidate], *, asked: st
     count = len(records)
     raise Ambiguous(
         f"{asked} matches {count} package{'s' if count > 1 else ''}"
-        + (f" in repos {' and '.join(repos)}" if len(repos) > 1 else "")
+        + (f" in repos {join_names(repos)}" if len(repos) > 1 else "")
         + (f" ({len(top)} variations)" if len(top) > count else ""),
         labels,
         hint=_ambiguity_hint(top, records),

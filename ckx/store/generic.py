@@ -95,12 +95,19 @@ def best_ranked(ctx: Context, records: list[EntryRecord]) -> list[EntryRecord]:
 
 
 def resolution_forms(records: list[EntryRecord]) -> str:
-    """The names that pick each of ``records`` (``REPO:MODULE:NAME``, or the uid where a repo holds two)."""
+    """The names that pick each of ``records``: ``REPO:MODULE:NAME``, or ``REPO:MODULE:UID`` where a repo
+    holds two of that name."""
     forms = []
     for record in records:
         same = [r for r in records if r.repo == record.repo and r.name == record.name]
-        forms.append(record.uid if len(same) > 1 and record.uid else f"{record.repo}:{record.module}:{record.name}")
+        name = record.uid if len(same) > 1 and record.uid else record.name
+        forms.append(f"{record.repo}:{record.module}:{name}")
     return " or ".join(dict.fromkeys(forms))
+
+
+def join_names(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: names for a message."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def resolve_entry(ctx: Context, cid: Cid, *, ranked: bool = True) -> EntryRecord:
@@ -121,7 +128,7 @@ def resolve_entry(ctx: Context, cid: Cid, *, ranked: bool = True) -> EntryRecord
     top = best_ranked(ctx, records) if ranked else records
     if len(top) > 1:
         repos = list(dict.fromkeys(r.repo for r in top))
-        where = f" in repos {', '.join(repos)}" if len(repos) > 1 else ""
+        where = f" in repos {join_names(repos)}" if len(repos) > 1 else ""
         raise Ambiguous(
             f"{cid} matches {len(top)} entries{where}",
             [f"{r.cid} ({r.uid}) {r.path}" for r in top],
@@ -490,6 +497,6 @@ def _cid(inp: dict) -> Cid:
 
 __all__ = [
     "AlreadyExists", "KIND_DIRS", "add", "best_ranked", "cp", "entry_rank", "entry_standing", "find", "find_entries",
-    "known_modules", "list_entries", "list_tags", "load", "merged_meta", "path", "ren", "require_module",
+    "join_names", "known_modules", "list_entries", "list_tags", "load", "merged_meta", "path", "ren", "require_module",
     "resolution_forms", "resolve_base", "resolve_entry", "rm", "search", "write_new_entry",
 ]
