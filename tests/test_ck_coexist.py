@@ -387,7 +387,14 @@ def test_a_pulled_default_package_never_shadows_a_built_in_one(ckx_home, tmp_pat
     code, data = ckx_json(ckx_home, "install", "package", "--tags=lib,python-package,numpy", "--offline")
     assert code == 0 and data["package"]["cid"] == "builtin:package:lib-python-numpy"
     code, data = ckx_json(ckx_home, "install", "others:package:lib-python-numpy", "--offline")
-    assert data["package"]["cid"] if code == 0 else "others:package:lib-python-numpy" in data["error"]
+    if code == 0:  # naming the repo reaches the pulled package
+        assert data["package"]["cid"] == "others:package:lib-python-numpy"
+    else:
+        assert "others:package:lib-python-numpy" in data["error"], data
+    # deleting does not rank: the name is ambiguous there, and nothing is removed
+    proc = ckx(ckx_home, "rm", "package:lib-python-numpy", "--force")
+    assert proc.returncode == 3 and "others:package:lib-python-numpy" in proc.stderr
+    assert (ckx_home / "repos" / "others" / "packages" / "lib-python-numpy" / "meta.json").is_file()
 
 
 def marked_model(archive: str) -> dict:
