@@ -22,7 +22,8 @@ from ckx.store.index import EntryRecord, Query
 from ckx.core.jsonio import read_json, write_json_atomic
 from ckx.software.environment import apply_layer, env_text, render
 from ckx.software.resolve import resolve_deps
-from ckx.store.generic import merged_meta, resolve_entry
+from ckx.runs.ckprograms import ck_program_error
+from ckx.store.generic import merged_meta, resolve_base, resolve_entry
 from ckx.transfer.fetch import offline_from_env
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,13 @@ class Template:
 
 
 # -- loading -------------------------------------------------------------------------------------
-def load_program(ctx: Context, cid: str) -> Program:
+def load_program(ctx: Context, cid: str, *, cmd_key: str | None = None) -> Program:
     """The program named by ``cid`` (``NAME``, ``program:NAME`` or ``REPO:program:NAME``), base merged.
 
-    Raises NotFound / Ambiguous for the name, UsageError for an abstract base entry, MetaError for a
-    merged meta that fails the program schema.
+    A name several repos use resolves to the best-ranked entry (the built-in and the user's own before
+    pulled ones, native before CK-format). Raises NotFound / Ambiguous for the name, UsageError for an
+    abstract base entry or a CK-format program (naming the native program that does its job, with
+    ``cmd_key`` in the suggested command), MetaError for a merged meta that fails the program schema.
     """
     parsed = Cid.parse(cid)
     if parsed.entry is None:
@@ -92,6 +95,8 @@ def load_program(ctx: Context, cid: str) -> Program:
     if parsed.module != MODULE:
         raise UsageError(f"{cid!r} is not a program", hint="usage: ckx run program:NAME --cmd_key=KEY")
     record = resolve_entry(ctx, parsed)
+    if record.ck_format:
+        raise ck_program_error(ctx, record, cmd_key=cmd_key)
     meta = merged_meta(ctx, record)
     own = record.meta
     if own.get("abstract"):
@@ -104,13 +109,13 @@ def load_program(ctx: Context, cid: str) -> Program:
     meta.pop("abstract", None)
     validate_meta(meta, MODULE, f"{record.meta_path} (with its base entries merged)")
     base_path = None
-    current = own
+    current = record
     for _ in range(32):  # merged_meta has already refused loops; this only walks to the root of the chain
-        base = current.get("base") or current.get("_base_entry")
+        base = current.meta.get("base") or current.meta.get("_base_entry")
         if not base:
             break
-        base_record = resolve_entry(ctx, Cid(module=MODULE, entry=base))
-        base_path, current = base_record.path, base_record.meta
+        current = resolve_base(ctx, current, str(base))
+        base_path = current.path
     return Program(record=record, meta=meta, base_path=base_path)
 
 
@@ -475,7 +480,7 @@ def run_program(
     forced = {str(k): str(v) for k, v in (deps or {}).items()}
     for name in print_files:
         _check_relative(name)
-    program = load_program(ctx, cid)
+    program = load_program(ctx, cid, cmd_key=cmd_key)
     key = choose_cmd_key(ctx, program, cmd_key)
     resolved, skipped = resolve_program_deps(ctx, program, key, user_env=user_env, add_tags=add_tags, forced=forced,
                                              offline=offline)

@@ -40,10 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ckx.core.cid import Cid
 from ckx.store.context import Context
 from ckx.store.entry import load_meta
-from ckx.store.generic import resolve_entry
+from ckx.store.generic import resolve_base
 from ckx.core.limits import Limits
 from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, IntegrityError, MetaError, NotFound, UsageError
 from ckx.software.hooks import call_hook, load_hooks
@@ -92,7 +91,7 @@ def hook_file(ctx: Context, record: EntryRecord) -> Path | None:
         if not base or record.cid in seen:
             return None
         seen.add(record.cid)
-        record = resolve_entry(ctx, Cid(module=record.module, entry=str(base)))
+        record = resolve_base(ctx, record, str(base))
 
 
 def load_hook(path: Path) -> Callable[..., Any]:

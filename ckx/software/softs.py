@@ -12,7 +12,7 @@ from ckx.software.versions import is_automatic_tag
 from ckx.software.hooks import load_hooks as load_hook_file
 from ckx.store.context import Context
 from ckx.store.entry import validate_meta
-from ckx.store.generic import resolve_entry
+from ckx.store.generic import entry_rank, resolve_entry
 from ckx.store.index import EntryRecord, Query, split_tags
 
 MODULE = "soft"
@@ -113,13 +113,15 @@ def load_soft(record: EntryRecord) -> SoftEntry:
 
 
 def find_softs(ctx: Context, tags: str | Sequence[str] | None = None) -> list[SoftEntry]:
-    """Native soft entries able to provide ``tags`` (optional and automatic tags count), in registry order.
+    """Native soft entries able to provide ``tags`` (optional and automatic tags count): those of the
+    built-in repo and the user's own repos first, then those of others (``entry_rank``), each in registry order.
 
     Entries without a ``detect`` section (CK-format softs, whose customize.py ckx does not run) are
     skipped; a broken soft entry is reported as a warning and skipped.
     """
     include, exclude = split_tags(tags)
     found = []
+    ranked: list[tuple[tuple[int, int], EntryRecord]] = []
     for record in ctx.index.query(Query(module=MODULE)):
         meta = record.meta
         if not isinstance(meta.get("detect"), dict):
@@ -128,6 +130,9 @@ def find_softs(ctx: Context, tags: str | Sequence[str] | None = None) -> list[So
             continue
         if not _can_provide(meta, include):
             continue  # decided from the meta alone: no customize.py is imported for softs that cannot match
+        ranked.append((entry_rank(ctx, record), record))
+    ranked.sort(key=lambda item: item[0])
+    for _, record in ranked:
         try:
             found.append(load_soft(record))
         except MetaError as exc:
@@ -136,7 +141,11 @@ def find_softs(ctx: Context, tags: str | Sequence[str] | None = None) -> list[So
 
 
 def get_soft(ctx: Context, name: str) -> SoftEntry:
-    """The soft entry called ``name`` (alias or uid, ``repo:`` prefix allowed); NotFound/UsageError otherwise."""
+    """The soft entry called ``name`` (alias or uid, ``repo:`` prefix allowed); NotFound/UsageError otherwise.
+
+    A name several repos use resolves to the best-ranked entry (``resolve_entry``): the built-in
+    ``compiler.python`` stays the one ckx runs after a repo with a CK-format namesake is pulled.
+    """
     repo = None
     if ":" in name:
         repo, name = name.rsplit(":", 1)

@@ -1,4 +1,4 @@
-"""Entries: meta validation against the kind's JSON Schema, fresh loads, and base-entry merging."""
+"""Entries: meta validation against the kind's JSON Schema, fresh loads, base-entry merging, provenance marks."""
 from __future__ import annotations
 
 import copy
@@ -12,6 +12,10 @@ from ckx.core.jsonio import read_meta_file
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 META_SCHEMA_VERSION = 1
+# An entry that arrived from others inside one of the user's own repos (unzipped into local, say) carries
+# this mark in its meta; resolution ranks it with the entries of pulled and unzipped repos.
+PROVENANCE_KEY = "provenance"
+FOREIGN_ORIGINS = ("pulled", "unzipped")
 
 
 @lru_cache(maxsize=None)
@@ -66,3 +70,29 @@ def normalise_tags(tags: Any) -> list[str]:
         return []
     items = tags.split(",") if isinstance(tags, str) else list(tags)
     return list(dict.fromkeys(str(t).strip() for t in items if str(t).strip()))
+
+
+def mark_foreign(meta: dict, origin: str, source: str) -> dict:
+    """Mark ``meta`` (in place, and returned) as that of an entry that came from others.
+
+    ``origin`` is "unzipped" (``source``: the archive) or "pulled" (``source``: the URL). Whatever
+    provenance the meta already carried is replaced: an archive cannot vouch for itself. Raises
+    ValueError for another origin.
+    """
+    if origin not in FOREIGN_ORIGINS:
+        raise ValueError(f"origin must be one of {', '.join(FOREIGN_ORIGINS)}, not {origin!r}")
+    meta[PROVENANCE_KEY] = {"origin": origin, "source": str(source)}
+    return meta
+
+
+def foreign_origin(meta: Any) -> str | None:
+    """The origin a provenance mark gives the entry ("pulled" or "unzipped"), or None when it has no mark.
+
+    A mark can only lower an entry's standing: any mark at all says the entry came from others, and one
+    whose origin is not a foreign one reads as "unzipped".
+    """
+    mark = meta.get(PROVENANCE_KEY) if isinstance(meta, dict) else None
+    if not mark:
+        return None
+    origin = mark.get("origin") if isinstance(mark, dict) else None
+    return origin if origin in FOREIGN_ORIGINS else "unzipped"

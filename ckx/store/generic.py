@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from ckx.core.cid import Cid, check_name, has_wildcard, is_uid, new_uid
 from ckx.store.context import Context
-from ckx.store.entry import META_SCHEMA_VERSION, deep_merge, load_meta, normalise_tags, validate_meta
+from ckx.store.entry import META_SCHEMA_VERSION, deep_merge, foreign_origin, load_meta, normalise_tags, validate_meta
 from ckx.core.errors import Ambiguous, CkxError, NotFound, UsageError
 from ckx.store.index import EntryRecord, Query, split_tags
 from ckx.core.jsonio import write_meta_file
@@ -41,15 +41,19 @@ def require_module(ctx: Context, module: str | None, action: str) -> str:
     return module
 
 
-def find_entries(ctx: Context, cid: Cid, *, tags: Any = None) -> list[EntryRecord]:
-    """Entries matching a CID (wildcards allowed) and optional tags, in registry order."""
+def find_entries(ctx: Context, cid: Cid, *, tags: Any = None, loose_tags: Any = ()) -> list[EntryRecord]:
+    """Entries matching a CID (wildcards allowed) and optional tags, in registry order.
+
+    ``loose_tags`` keeps only entries that may match those tags once their variations are applied
+    (``Query.loose_tags``): a superset, for the package matcher to narrow.
+    """
     include, exclude = split_tags(tags)
     if cid.repo and not has_wildcard(cid.repo):
         ctx.registry.get(cid.repo)
     records = ctx.index.query(
         Query(module=None if has_wildcard(cid.module) else cid.module,
               repo=None if has_wildcard(cid.repo) else cid.repo,
-              name=cid.entry, tags=include, exclude_tags=exclude)
+              name=cid.entry, tags=include, exclude_tags=exclude, loose_tags=tuple(loose_tags))
     )
     if has_wildcard(cid.module):
         records = [r for r in records if fnmatch.fnmatchcase(r.module, cid.module or "*")]
@@ -58,8 +62,61 @@ def find_entries(ctx: Context, cid: Cid, *, tags: Any = None) -> list[EntryRecor
     return records
 
 
-def resolve_entry(ctx: Context, cid: Cid) -> EntryRecord:
-    """Exactly one entry for ``cid``: NotFound (3) when none, Ambiguous (3) listing candidates when several."""
+def entry_standing(ctx: Context, record: EntryRecord) -> int:
+    """0 for the entries of the built-in repo and of the user's own repos; 1 for those that came from others.
+
+    From others: the entry's repo was pulled or unzipped (``Repo.standing``), or the entry carries a
+    provenance mark (``ckx.store.entry.mark_foreign``: unzipped into one of the user's repos).
+    """
+    try:
+        standing = ctx.registry.get(record.repo).standing
+    except NotFound:
+        return 1
+    return max(standing, 1 if foreign_origin(record.meta) else 0)
+
+
+def entry_rank(ctx: Context, record: EntryRecord) -> tuple[int, int]:
+    """How an entry ranks when a name matches several, lowest first: (standing, format).
+
+    The user's own and built-in entries come before those of others, so pulling or unzipping a repo
+    never changes which entry a name resolves to; within one standing, native entries come before
+    CK-format ones (which ckx reads but does not run).
+    """
+    return entry_standing(ctx, record), 1 if record.ck_format else 0
+
+
+def best_ranked(ctx: Context, records: list[EntryRecord]) -> list[EntryRecord]:
+    """The records of the best (lowest) ``entry_rank``, in their order."""
+    if len(records) < 2:
+        return list(records)
+    ranks = [entry_rank(ctx, r) for r in records]
+    best = min(ranks)
+    return [r for r, rank in zip(records, ranks) if rank == best]
+
+
+def resolution_forms(records: list[EntryRecord]) -> str:
+    """The names that pick each of ``records``: ``REPO:MODULE:NAME``, or ``REPO:MODULE:UID`` where a repo
+    holds two of that name."""
+    forms = []
+    for record in records:
+        same = [r for r in records if r.repo == record.repo and r.name == record.name]
+        name = record.uid if len(same) > 1 and record.uid else record.name
+        forms.append(f"{record.repo}:{record.module}:{name}")
+    return " or ".join(dict.fromkeys(forms))
+
+
+def join_names(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: names for a message."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def resolve_entry(ctx: Context, cid: Cid, *, ranked: bool = True) -> EntryRecord:
+    """Exactly one entry for ``cid``: NotFound (3) when none, Ambiguous (3) listing candidates when several.
+
+    With ``ranked`` (the default), several matches are narrowed to those of the best ``entry_rank``
+    first: a pulled twin of a built-in entry does not make its name ambiguous. The actions that delete
+    or rename pass ``ranked=False``, so they act only on an entry the name alone picks.
+    """
     if not cid.entry:
         raise UsageError(f"'{cid}' names no entry", hint="use MODULE:ENTRY, e.g. package:model-resnet50-mlperf-onnx")
     records = find_entries(ctx, cid)
@@ -68,13 +125,16 @@ def resolve_entry(ctx: Context, cid: Cid) -> EntryRecord:
             f"no entry {cid}",
             hint=f"'ckx list {cid.module}' shows the entries; 'ckx search {cid.module} --tags=...' searches them",
         )
-    if len(records) > 1:
+    top = best_ranked(ctx, records) if ranked else records
+    if len(top) > 1:
+        repos = list(dict.fromkeys(r.repo for r in top))
+        where = f" in repos {join_names(repos)}" if len(repos) > 1 else ""
         raise Ambiguous(
-            f"{cid} matches {len(records)} entries",
-            [f"{r.cid} ({r.uid}) {r.path}" for r in records],
-            hint="prefix the repo (REPO:MODULE:ENTRY) or use the uid",
+            f"{cid} matches {len(top)} entries{where}",
+            [f"{r.cid} ({r.uid}) {r.path}" for r in top],
+            hint=f"name one: {resolution_forms(top)}",
         )
-    return records[0]
+    return top[0]
 
 
 def check_inside_repo(ctx: Context, record: EntryRecord) -> None:
@@ -90,6 +150,17 @@ def entry_result(record: EntryRecord, meta: dict | None = None) -> dict:
     return result
 
 
+def resolve_base(ctx: Context, record: EntryRecord, base: str) -> EntryRecord:
+    """The base entry ``base`` of ``record``: the one in the record's own repo, else the best-ranked one.
+
+    So a base shared by built-in entries is never replaced by a namesake another repo brings along.
+    """
+    own = find_entries(ctx, Cid(module=record.module, entry=base, repo=record.repo))
+    if len(own) == 1:
+        return own[0]
+    return resolve_entry(ctx, Cid(module=record.module, entry=base))
+
+
 def merged_meta(ctx: Context, record: EntryRecord, _seen: tuple[str, ...] = ()) -> dict:
     """An entry's meta with its base entry's meta merged under it (``"base": "alias"``, recursively)."""
     check_inside_repo(ctx, record)
@@ -99,7 +170,7 @@ def merged_meta(ctx: Context, record: EntryRecord, _seen: tuple[str, ...] = ()) 
         return meta
     if record.uid in _seen:
         raise UsageError(f"{record.meta_path}: field 'base': the chain of base entries loops back to {record.cid}")
-    base_record = resolve_entry(ctx, Cid(module=record.module, entry=base))
+    base_record = resolve_base(ctx, record, str(base))
     return deep_merge(merged_meta(ctx, base_record, _seen + (record.uid or record.cid,)), meta)
 
 
@@ -303,7 +374,7 @@ def rm(ctx: Context, inp: dict) -> dict:
     if not cid.entry and not inp.get("tags"):
         raise UsageError("'rm' needs an entry or --tags", hint=f"usage: ckx rm {cid.module}:ENTRY [--force]")
     if cid.entry and not has_wildcard(cid.entry) and not inp.get("tags"):
-        records = [resolve_entry(ctx, cid)]
+        records = [resolve_entry(ctx, cid, ranked=False)]
     else:
         records = find_entries(ctx, cid, tags=inp.get("tags"))
         if not records:
@@ -370,7 +441,7 @@ def _second_cid(inp: dict, source: EntryRecord) -> tuple[str, str | None]:
 
 def ren(ctx: Context, inp: dict) -> dict:
     """Rename an entry, or move it to another repo, keeping its uid: ``ckx ren M:OLD NEW`` or ``M:OLD REPO:M:NEW``."""
-    source = resolve_entry(ctx, _cid(inp))
+    source = resolve_entry(ctx, _cid(inp), ranked=False)
     source_repo = ctx.registry.get(source.repo)
     if not source_repo.writable:
         raise UsageError(f"{source.cid}: {source_repo.read_only_reason()}", hint="use 'ckx cp' to copy it")
@@ -454,6 +525,7 @@ def _cid(inp: dict) -> Cid:
 
 
 __all__ = [
-    "AlreadyExists", "KIND_DIRS", "add", "cp", "find", "find_entries", "known_modules", "list_entries", "list_tags",
-    "load", "merged_meta", "path", "ren", "require_module", "resolve_entry", "rm", "search", "write_new_entry",
+    "AlreadyExists", "KIND_DIRS", "add", "best_ranked", "cp", "entry_rank", "entry_standing", "find", "find_entries",
+    "join_names", "known_modules", "list_entries", "list_tags", "load", "merged_meta", "path", "ren", "require_module",
+    "resolution_forms", "resolve_base", "resolve_entry", "rm", "search", "write_new_entry",
 ]

@@ -74,6 +74,11 @@ class EntryRecord:
         return f"{self.repo}:{self.module}:{self.name}"
 
     @property
+    def ck_format(self) -> bool:
+        """True for an entry in CK's layout (its meta is ``.cm/meta.json``), which ckx reads but may not run."""
+        return self.meta_path.parent.name == ".cm"
+
+    @property
     def meta(self) -> dict:
         return json.loads(self.meta_text) if self.meta_text else {}
 
@@ -100,6 +105,10 @@ class Query:
     name: str | None = None  # alias or uid, wildcards allowed
     tags: tuple[str, ...] = ()
     exclude_tags: tuple[str, ...] = ()
+    # Each must be one of the entry's tags or occur in its meta text (where a variation's tags, names and
+    # versions are), or the entry must name a base it may inherit tags from: a cheap superset that the
+    # caller narrows by reading the metas it returns.
+    loose_tags: tuple[str, ...] = ()
 
 
 def split_tags(text: str | Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -540,6 +549,13 @@ class Index:
         for tag in query.exclude_tags:
             sql.append("AND id NOT IN (SELECT entry FROM tags WHERE tag=?)")
             params.append(tag)
+        if query.loose_tags:
+            loose = []
+            for tag in query.loose_tags:
+                loose.append("(id IN (SELECT entry FROM tags WHERE tag=?) OR instr(meta, ?) > 0)")
+                params.extend([tag, tag])
+            sql.append("AND (instr(meta, '\"base\"') > 0 OR instr(meta, '\"_base_entry\"') > 0 OR ("
+                       + " AND ".join(loose) + "))")
         rows = self.db.execute(" ".join(sql), params).fetchall()
         order = {name: i for i, name in enumerate(self.registry.repos)}
         records = [
