@@ -412,10 +412,10 @@ def test_seed_workflow_whole_repo_to_another_home(tmp_path, cli, monkeypatch):
     work.mkdir()
     proc = cli("zip", "repo:my-cool-experiments", cwd=work)
     assert proc.returncode == 0, proc.stderr
-    names = zipfile.ZipFile(work / "ckr.zip").namelist()
+    names = zipfile.ZipFile(work / "ckr-my-cool-experiments.zip").namelist()
     assert "ckx-repo.json" in names and "experiments/resnet50-onnx/meta.json" in names
     home2 = tmp_path / "machine2"
-    proc = subprocess.run([sys.executable, "-m", "ckx", "unzip", "repo", f"--zip={work / 'ckr.zip'}"],
+    proc = subprocess.run([sys.executable, "-m", "ckx", "unzip", "repo", f"--zip={work / 'ckr-my-cool-experiments.zip'}"],
                           env={**os.environ, "CKX_HOME": str(home2), "PYTHONPATH": str(Path(__file__).parent.parent)},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
