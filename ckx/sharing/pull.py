@@ -342,7 +342,12 @@ def _update(ctx: Context, repo: Repo, url: str | None, branch: str | None, timeo
         if wanted == "HEAD":
             raise UsageError(f"repo {repo.name} is not on a branch (detached HEAD)", hint="give one with --branch=NAME")
         ctx.info(f"fetching {repo.name} ({wanted}) from {origin}")
-        git("fetch", "--quiet", "origin", wanted, what=f"git fetch of {origin}")
+        try:
+            git("fetch", "--quiet", "origin", wanted, what=f"git fetch of {origin}")
+        except GitError as exc:
+            exc.hint = "; ".join(filter(None, [exc.hint, f"the repo stays as it is; 'ckx pull repo:{repo.name} "
+                                               "--offline' uses it without fetching", local_ways_forward(repo.name)]))
+            raise
         fetched = git("rev-parse", "FETCH_HEAD").stdout.strip()
         if wanted != current:
             exists = git("show-ref", "--verify", "--quiet", f"refs/heads/{wanted}", check=False).returncode == 0
