@@ -488,7 +488,7 @@ def test_unzip_into_a_named_registered_repo(tmp_path):
     assert cids(access({"action": "list", "module": "experiment"})) == ["target:experiment:moving"]
 
 
-def test_unzip_refuses_ck_format_targets_and_unknown_repos(tmp_path):
+def test_unzip_refuses_ck_format_targets_and_unknown_repos(tmp_path, monkeypatch):
     ck_repo_registered(tmp_path)
     add_experiment("e")
     archive = tmp_path / "e.zip"
@@ -498,7 +498,9 @@ def test_unzip_refuses_ck_format_targets_and_unknown_repos(tmp_path):
     result = access({"action": "unzip", "module": "repo", "entry": "nowhere", "zip": str(archive)})
     assert result["return"] == 3
     assert access({"action": "unzip", "module": "repo", "zip": str(tmp_path / "missing.zip")})["return"] == 3
-    assert access({"action": "unzip", "module": "repo"})["return"] == 2
+    monkeypatch.chdir(tmp_path)
+    result = access({"action": "unzip", "module": "repo"})  # CK's default: ./ckr.zip, which is not there
+    assert result["return"] == 3 and "no --zip given and no ckr.zip" in result["error"]
 
 
 def test_unzip_overwrite_semantics(tmp_path):
