@@ -298,3 +298,13 @@ def test_offline_pull_clones_local_urls_and_skips_remote_origins_without_contact
     for way in ("--url=file://", "ckx add repo:other --path=", "ckx unzip repo --file="):
         assert way in new.stderr
     assert not (ckx_home / "repos" / "other").exists()
+
+
+@pytest.mark.slow
+def test_offline_venv_template_runs_pip_without_the_index(cli, ckx_home, http_server):
+    index = http_server.url_for("simple/")
+    proc = cli("create", "venv:off", "--template=mlperf-inference",
+               env={"CKX_OFFLINE": "1", "PIP_INDEX_URL": index, "PIP_FIND_LINKS": ""})
+    # a fresh venv with its own pip and no index: the template cannot be installed, and nothing was fetched
+    assert proc.returncode != 0 and "offline: pip runs with --no-index" in proc.stdout
+    assert http_server.requests == [] and not (ckx_home / "venvs" / "off").exists()

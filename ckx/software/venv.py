@@ -51,6 +51,7 @@ from ckx.software.environment import merge_env
 from ckx.software.detect import detect_soft
 from ckx.software.envs import delete_env, find_envs
 from ckx.software.probing import Session
+from ckx.transfer.fetch import offline_from_env
 from ckx.store.generic import merged_meta, resolve_entry
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,13 @@ def create_venv(
                 creator_dirs = _inherit_creator_sites(ctx, creator, interpreter)
             if requirements:
                 ctx.info(f"installing the {template} template: {' '.join(requirements)}")
+                pip_args = shlex.split(os.environ.get(PIP_ARGS_ENV, ""))
+                if offline_from_env() and "--no-index" not in pip_args:
+                    ctx.info("offline: pip runs with --no-index, so only packages already visible to the venv "
+                             f"(--system_site_packages) or in ${PIP_ARGS_ENV}'s --find-links count")
+                    pip_args.append("--no-index")
                 _run([str(interpreter), "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
-                      *shlex.split(os.environ.get(PIP_ARGS_ENV, "")), *requirements],
+                      *pip_args, *requirements],
                      timeout=PIP_TIMEOUT_S, what=f"pip install into venv {name}", env=_clean_env())
             write_shim(path)
             python_env = _record_python(ctx, name, interpreter)
