@@ -308,3 +308,27 @@ def test_offline_venv_template_runs_pip_without_the_index(cli, ckx_home, http_se
     # a fresh venv with its own pip and no index: the template cannot be installed, and nothing was fetched
     assert proc.returncode != 0 and "offline: pip runs with --no-index" in proc.stdout
     assert http_server.requests == [] and not (ckx_home / "venvs" / "off").exists()
+
+
+# -- the same lines with the real mlcommons@ck-mlops registered (its softs and programs share CK's names) ----
+CK_MLOPS = ROOT.parent / "shared" / "ck-mlops" / "repo"
+
+
+@pytest.mark.skipif(not (CK_MLOPS / ".ckr.json").is_file(), reason="no copy of mlcommons@ck-mlops beside the checkout")
+def test_guide_lines_after_ck_mlops_is_registered(cli, tmp_path):
+    assert cli("add", "repo:mlcommons@ck-mlops", f"--path={CK_MLOPS}", "--quiet").returncode == 0
+    # ck-mlops has soft:tool.cmake and soft:compiler.gcc too (CK's customize.py, which ckx does not run)
+    cmake = fake_tool(tmp_path / "bin", "cmake", "cmake version 3.27.1")
+    [env] = ok_json(cli("detect", "soft:tool.cmake", f"--full_path={cmake}", "--json"))["envs"]
+    assert env["soft"] == "tool.cmake" and env["version"] == "3.27.1"
+    gcc = fake_tool(tmp_path / "bin", "gcc", "12.2.0")
+    assert ok_json(cli("detect", "soft:compiler.gcc", f"--full_path={gcc}", "--json"))["envs"][0]["version"] == "12.2.0"
+    ck_only = cli("detect", "mlcommons@ck-mlops:soft:tool.cmake")
+    assert ck_only.returncode == 2 and "CK's format" in ck_only.stderr  # asked for by repo: said, not run
+    listing = ok_json(cli("run", "program", "--help", "--json"))["programs"]
+    assert not listing[0]["ck_format"] and listing[-1]["ck_format"] and len(listing) > 150
+    proc = cli("run", "program:mlperf-inference-bench-image-classification-onnx-cpu", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("program builtin:program:image-classification-onnx-cpu") and "  accuracy-offline" in proc.stdout
+    ck = cli("run", "mlcommons@ck-mlops:program:mlperf-inference-bench-image-classification-onnx-cpu", "--help")
+    assert ck.returncode == 0 and "ckx does not run it as it is" in ck.stdout

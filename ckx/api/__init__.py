@@ -137,7 +137,7 @@ ACTIONS: tuple[Action, ...] = (
                     Option("platform_init_uoa", help="CK's platform description to start from; ckx describes the "
                                                      "machine itself, so it is accepted and not needed"))),
     Action("setup", "kernel", "ckx.api.about:setup_kernel", "CK's kernel settings: accepted, and said what ckx does instead",
-           "ckx setup kernel [--var.install_to_env=yes]",
+           "ckx setup kernel [--var.install_to_env=yes]", read_only=True,
            options=(Option("var", "map", help="CK kernel variables (install_to_env: ckx always records envs)"),)),
     Action("install", "package", "ckx.software.actions:action_install", "install a package and record its env",
            "ckx install package[:ALIAS] --tags=... [--variation=V] [--version=V] [--local_path=FILE] [--force] [--quiet]",

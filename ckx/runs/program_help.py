@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ckx.core.cid import Cid
-from ckx.core.errors import MetaError, UsageError
+from ckx.core.errors import Ambiguous, CkxError
 from ckx.runs.program import MODULE, command_keys, load_program
 from ckx.store.context import Context
-from ckx.store.generic import merged_meta, resolve_entry
+from ckx.store.generic import find_entries, merged_meta, resolve_entry
 from ckx.store.index import EntryRecord, Query
 
 # How many command keys a line of the program listing names before it abbreviates.
@@ -23,20 +23,40 @@ def program_help(ctx: Context, inp: dict) -> dict:
     name = inp.get("entry")
     if name:
         cid = Cid(module=MODULE, entry=name, repo=inp.get("repo"))
-        return describe_program(ctx, resolve_entry(ctx, cid), f"{inp.get('action', 'run')} program:{name}")
+        return describe_program(ctx, _one_program(ctx, cid), f"{inp.get('action', 'run')} program:{name}")
     return list_programs(ctx, inp.get("action") or "run")
+
+
+def is_ck_format(record: EntryRecord) -> bool:
+    """An entry of a CK-format repo (``.cm/meta.json``), whose programs ckx lists but does not run as they are."""
+    return record.meta_path.parent.name == ".cm"
+
+
+def _one_program(ctx: Context, cid: Cid) -> EntryRecord:
+    """The program ``cid`` names; of several, the only native one (a pulled CK repo shares CK's names)."""
+    try:
+        return resolve_entry(ctx, cid)
+    except Ambiguous:
+        native = [r for r in find_entries(ctx, cid) if not is_ck_format(r)]
+        if len(native) != 1:
+            raise
+        return native[0]
 
 
 def _program_meta(ctx: Context, record: EntryRecord) -> tuple[dict, str | None]:
     """(merged meta, None), or for a program ckx does not run (a CK-format one) its own meta and why."""
     try:
-        return load_program(ctx, record.cid).meta, None
-    except (MetaError, UsageError) as exc:
-        try:
-            meta = merged_meta(ctx, record)
-        except MetaError:
-            meta = record.meta
-        return meta, exc.message
+        return load_program(ctx, f"{record.repo}:{MODULE}:{record.uid or record.name}").meta, None
+    except CkxError as exc:  # a meta ckx cannot run, an abstract entry, a CK base it cannot find
+        return _merged_or_own(ctx, record), exc.message
+
+
+def _merged_or_own(ctx: Context, record: EntryRecord) -> dict:
+    """The meta with its bases merged, or its own when a base cannot be found (CK's ``_base_entry`` forms)."""
+    try:
+        return merged_meta(ctx, record)
+    except CkxError:
+        return record.meta
 
 
 def describe_program(ctx: Context, record: EntryRecord, usage: str) -> dict:
@@ -83,24 +103,23 @@ def _sort(spec: Any) -> float:
 
 
 def list_programs(ctx: Context, action: str) -> dict:
-    """Every program that runs by itself (abstract base entries left out) with its command keys."""
+    """Every program that runs by itself (abstract base entries left out) with its command keys: native
+    ones first, then those of CK-format repos (marked: ckx does not run them as they are)."""
     rows = []
     for record in ctx.index.query(Query(module=MODULE)):
-        meta = record.meta
-        if meta.get("abstract"):
+        if record.meta.get("abstract"):
             continue
-        try:
-            keys = command_keys(merged_meta(ctx, record))
-        except MetaError:
-            keys = command_keys(meta)
-        rows.append((record, keys))
+        rows.append((record, command_keys(_merged_or_own(ctx, record))))
+    rows.sort(key=lambda row: is_ck_format(row[0]))
     lines = [f"usage: ckx {action} program:NAME --cmd_key=KEY   ('ckx {action} program:NAME --help' describes one)"]
     lines.append(f"programs ({len(rows)}):" if rows else "no programs: 'ckx pull repo:...' or 'ckx add program:NAME' adds some")
     width = max((len(r.cid) for r, _ in rows), default=0)
     for record, keys in rows:
         shown = ", ".join(keys[:LISTED_KEYS]) + (f", ... ({len(keys)} keys)" if len(keys) > LISTED_KEYS else "")
-        lines.append(f"  {record.cid:<{width}}  {shown or '(no command keys)'}")
-    return {"programs": [{"cid": r.cid, "command_keys": k} for r, k in rows], "text": "\n".join(lines)}
+        mark = "[CK format] " if is_ck_format(record) else ""
+        lines.append(f"  {record.cid:<{width}}  {mark}{shown or '(no command keys)'}")
+    return {"programs": [{"cid": r.cid, "command_keys": k, "ck_format": is_ck_format(r)} for r, k in rows],
+            "text": "\n".join(lines)}
 
 
 __all__ = ["describe_program", "list_programs", "program_help"]
