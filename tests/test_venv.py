@@ -222,7 +222,7 @@ def test_activate_on_a_terminal_spawns_a_shell_in_the_venv(ctx, ckx_home):
     proc = subprocess.Popen([sys.executable, "-m", "ckx", "activate", "venv:tty"], stdin=slave, stdout=slave,
                             stderr=slave, env=env, close_fds=True)
     os.close(slave)
-    os.write(master, b'echo "inside=$VIRTUAL_ENV:$CKX_VENV"\nexit\n')
+    os.write(master, b'echo "inside=$VIRTUAL_ENV:$CKX_VENV:$CK_VENV_PYTHON_BIN"\nexit\n')
     output = b""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -240,7 +240,7 @@ def test_activate_on_a_terminal_spawns_a_shell_in_the_venv(ctx, ckx_home):
         output += chunk
     os.close(master)
     assert proc.wait(timeout=30) == 0
-    assert f"inside={venv.path}:tty".encode() in output
+    assert f"inside={venv.path}:tty:{venv.python}".encode() in output
 
 
 def test_rm_also_removes_packages_installed_for_the_venv_interpreter(ctx, ckx_home, tmp_path):
