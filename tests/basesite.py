@@ -21,29 +21,6 @@ from wheels import build_wheel
 # The running interpreter is a venv: ``python -m venv`` builds new venvs on its base, not on it.
 IN_VENV = sys.prefix != sys.base_prefix
 
-# ckx documents that a --system_site_packages venv sees the packages of the interpreter that created it.
-# Python's venv module builds on the base interpreter instead, so inside a venv the new one sees the base's
-# packages (or none), and ckx does not make up for it yet.
-SEES_CREATOR_PACKAGES = pytest.mark.xfail(
-    IN_VENV, strict=True,
-    reason="product defect: inside a venv, a --system_site_packages venv made by ckx builds on the base "
-           "interpreter and does not see the packages of the venv that runs ckx",
-)
-
-# Debian's and Ubuntu's Python patch site.getsitepackages(): a venv's own lib/pythonX.Y/site-packages is listed
-# only once site has run, and ckx's interpreter probe runs with -S, so it misses what is installed in such a venv.
-DEBIAN_SITE = any(path.endswith("dist-packages") for path in site.getsitepackages())
-PROBE_SEES_VENV_SITE = pytest.mark.xfail(
-    DEBIAN_SITE, strict=True,
-    reason="product defect: under a Debian-patched site module, ckx's -S interpreter probe of a venv leaves out "
-           "the venv's own site-packages",
-)
-PROBE_MATCHES_IN_PROCESS = pytest.mark.xfail(
-    DEBIAN_SITE and IN_VENV, strict=True,
-    reason="product defect: under a Debian-patched site module, ckx's -S probe of the running venv leaves out "
-           "its site-packages, which the in-process description lists",
-)
-
 DEMO_SOFT = {
     "alias": "lib.python.ckxdemo", "uid": "5e1f00000000c0de", "schema_version": 1, "name": "Python package ckxdemo",
     "tags": ["lib", "python-package", "ckxdemo"], "env_prefix": "CK_ENV_PYTHON_PACKAGE_CKXDEMO",

@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from basesite import PROBE_MATCHES_IN_PROCESS, PROBE_SEES_VENV_SITE
 
 from ckx.api import access
 from ckx.software.resolve import detect, detect_soft
@@ -482,7 +481,6 @@ def test_builtin_soft_entries_are_valid():
 
 
 # -- virtual environments ----------------------------------------------------------------------
-@PROBE_SEES_VENV_SITE
 def test_venv_interpreter_is_itself_and_a_new_pth_file_invalidates_the_cached_probe(ctx, soft_repo, tmp_path,
                                                                                    monkeypatch):
     import subprocess
@@ -588,7 +586,6 @@ def test_module_lookup_follows_import_precedence_and_newest_metadata(ctx, soft_r
     assert record.full_path == str(package) and record.version == "0.5"
 
 
-@PROBE_MATCHES_IN_PROCESS
 def test_in_process_description_equals_the_subprocess_probe(tmp_path, monkeypatch):
     import subprocess
 

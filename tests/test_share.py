@@ -412,10 +412,10 @@ def test_seed_workflow_whole_repo_to_another_home(tmp_path, cli, monkeypatch):
     work.mkdir()
     proc = cli("zip", "repo:my-cool-experiments", cwd=work)
     assert proc.returncode == 0, proc.stderr
-    names = zipfile.ZipFile(work / "ckr.zip").namelist()
+    names = zipfile.ZipFile(work / "ckr-my-cool-experiments.zip").namelist()
     assert "ckx-repo.json" in names and "experiments/resnet50-onnx/meta.json" in names
     home2 = tmp_path / "machine2"
-    proc = subprocess.run([sys.executable, "-m", "ckx", "unzip", "repo", f"--zip={work / 'ckr.zip'}"],
+    proc = subprocess.run([sys.executable, "-m", "ckx", "unzip", "repo", f"--zip={work / 'ckr-my-cool-experiments.zip'}"],
                           env={**os.environ, "CKX_HOME": str(home2), "PYTHONPATH": str(Path(__file__).parent.parent)},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -490,7 +490,7 @@ def test_unzip_into_a_named_registered_repo(tmp_path):
     assert cids(access({"action": "list", "module": "experiment"})) == ["target:experiment:moving"]
 
 
-def test_unzip_refuses_ck_format_targets_and_unknown_repos(tmp_path):
+def test_unzip_refuses_ck_format_targets_and_unknown_repos(tmp_path, monkeypatch):
     ck_repo_registered(tmp_path)
     add_experiment("e")
     archive = tmp_path / "e.zip"
@@ -500,7 +500,9 @@ def test_unzip_refuses_ck_format_targets_and_unknown_repos(tmp_path):
     result = access({"action": "unzip", "module": "repo", "entry": "nowhere", "zip": str(archive)})
     assert result["return"] == 3
     assert access({"action": "unzip", "module": "repo", "zip": str(tmp_path / "missing.zip")})["return"] == 3
-    assert access({"action": "unzip", "module": "repo"})["return"] == 2
+    monkeypatch.chdir(tmp_path)
+    result = access({"action": "unzip", "module": "repo"})  # CK's default: ./ckr.zip, which is not there
+    assert result["return"] == 3 and "no --zip given and no ckr.zip" in result["error"]
 
 
 def test_unzip_overwrite_semantics(tmp_path):

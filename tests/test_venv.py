@@ -5,13 +5,15 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
-from basesite import SEES_CREATOR_PACKAGES, add_demo_soft, base_python, install_in_base_user_site
+from basesite import add_demo_soft, base_python, install_in_base_user_site
 from wheels import build_wheel
 
 from ckx.software.envs import find_envs
@@ -181,7 +183,6 @@ def module_files(python: Path | str, modules: list[str]) -> dict[str, str | None
     return json.loads(done.stdout)
 
 
-@SEES_CREATOR_PACKAGES
 def test_a_system_site_packages_venv_sees_the_packages_of_the_interpreter_that_created_it(ctx):
     venv = create_venv(ctx, "creator", system_site_packages=True, without_pip=True)
     assert venv.entry.meta["created_with"] == sys.executable
@@ -191,7 +192,6 @@ def test_a_system_site_packages_venv_sees_the_packages_of_the_interpreter_that_c
     assert module_files(venv.python, wanted) == creators
 
 
-@SEES_CREATOR_PACKAGES
 @pytest.mark.slow
 def test_template_with_system_site_packages_installs_offline_and_records_the_env(cli, ckx_home):
     proc = cli("create", "venv:mlperf", "--template=mlperf-inference", "--system_site_packages", "--quiet", "--json",
@@ -222,7 +222,7 @@ def test_activate_on_a_terminal_spawns_a_shell_in_the_venv(ctx, ckx_home):
     proc = subprocess.Popen([sys.executable, "-m", "ckx", "activate", "venv:tty"], stdin=slave, stdout=slave,
                             stderr=slave, env=env, close_fds=True)
     os.close(slave)
-    os.write(master, b'echo "inside=$VIRTUAL_ENV:$CKX_VENV"\nexit\n')
+    os.write(master, b'echo "inside=$VIRTUAL_ENV:$CKX_VENV:$CK_VENV_PYTHON_BIN"\nexit\n')
     output = b""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -240,7 +240,7 @@ def test_activate_on_a_terminal_spawns_a_shell_in_the_venv(ctx, ckx_home):
         output += chunk
     os.close(master)
     assert proc.wait(timeout=30) == 0
-    assert f"inside={venv.path}:tty".encode() in output
+    assert f"inside={venv.path}:tty:{venv.python}".encode() in output
 
 
 def test_rm_also_removes_packages_installed_for_the_venv_interpreter(ctx, ckx_home, tmp_path):
@@ -295,3 +295,99 @@ def test_a_system_package_seen_through_the_venv_goes_with_it_and_the_systems_rec
     remaining = {e.uid for e in find_envs(ctx)}
     assert through_venv.uid not in remaining
     assert through_system.uid in remaining
+
+
+# -- CK's venv lines: activation, CK_VENV_*, --system_site_packages inside a venv, patched site modules ------
+def run_sh(script: str, *, ckx_home: Path, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
+    """``script`` in /bin/sh with a PATH that holds no ckx, and no PYTHONPATH pointing at this tree."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(CKX_HOME=str(ckx_home), PATH=path)
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_activation_keeps_the_running_ckx_reachable_and_exports_ck_venv_python_bin(cli, ctx, ckx_home):
+    outer = create_venv(ctx, "outer", without_pip=True)  # stands for a venv that ckx itself was installed in
+    inner = create_venv(ctx, "inner", without_pip=True)
+    proc = cli("activate", "venv:inner", "--print")
+    assert proc.returncode == 0, proc.stderr
+    snippet = proc.stdout
+    assert f"export CK_VENV_PYTHON_BIN={inner.python}" in snippet and f"export CK_VENV_PATH={inner.path}" in snippet
+    # activating inner deactivates outer first (its bin leaves PATH): ckx must still answer, from this tree
+    script = (f". {outer.path}/bin/activate\n{snippet}\n"
+              'echo "ckx=$(command -v ckx)"\necho "bin=$CK_VENV_PYTHON_BIN"\n'
+              'ckx version --json\n'
+              'ckx detect soft:compiler.python --full_path=${CK_VENV_PYTHON_BIN} --json\n')
+    done = run_sh(script, ckx_home=ckx_home)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"ckx={inner.path}/bin/ckx" and lines[1] == f"bin={inner.python}"
+    rest, decoder, documents = "\n".join(lines[2:]), json.JSONDecoder(), []
+    while rest.strip():
+        document, end = decoder.raw_decode(rest.strip())
+        documents.append(document)
+        rest = rest.strip()[end:]
+    assert Path(documents[0]["executable"]) == Path(sys.executable)
+    [detected] = documents[1]["envs"]
+    assert detected["full_path"] == str(inner.python) and detected["uid"] in inner.env_uids
+    # the shim runs this tree's ckx: an action this tree has answers
+    assert run_sh(f"{snippet}\nckx setup kernel --var.install_to_env=yes", ckx_home=ckx_home).returncode == 0
+
+
+def test_activation_of_an_older_venv_without_shim_writes_one(ctx, ckx_home):
+    venv = create_venv(ctx, "older", without_pip=True)
+    (venv.path / "bin" / "ckx").unlink()
+    snippet = action_activate(ctx, {"entry": "older"})["snippet"]
+    assert (venv.path / "bin" / "ckx").is_file()
+    done = run_sh(f"{snippet}\nckx list venv --json", ckx_home=ckx_home)
+    assert done.returncode == 0 and [v["name"] for v in json.loads(done.stdout)["venvs"]] == ["older"]
+
+
+def test_system_site_packages_from_inside_a_venv_builds_on_that_venv(ctx, ckx_home, tmp_path):
+    outer = create_venv(ctx, "runs-ckx", system_site_packages=True, without_pip=True)  # sees ckx's requirements
+    [outer_site] = list(outer.path.glob("lib/python*/site-packages"))
+    with zipfile.ZipFile(build_wheel(tmp_path / "wheels")) as wheel:
+        wheel.extractall(outer_site)  # a package only the outer venv has
+    add_demo_soft(ctx.home.local_repo)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV",)}
+    env.update(CKX_HOME=str(ckx_home), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    proc = subprocess.run([str(outer.python), "-m", "ckx", "create", "venv:nested", "--system_site_packages",
+                           "--without_pip", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    nested = json.loads(proc.stdout)
+    assert nested["python"] != str(outer.python)
+    files = module_files(nested["python"], ["ckxdemo_pkg", "yaml"])
+    assert files["ckxdemo_pkg"] == str(outer_site / "ckxdemo_pkg" / "__init__.py")
+    assert files["yaml"] == module_files(outer.python, ["yaml"])["yaml"]  # and still the base's packages
+    meta = json.loads((ckx_home / "repos" / "local" / "venvs" / "nested" / "meta.json").read_text())
+    assert meta["created_with"] == str(outer.python) and str(outer_site) in meta["creator_site_dirs"]
+    # detection through the nested venv's interpreter finds the package where the interpreter does
+    from ckx.software.resolve import detect_soft
+
+    ctx.index.refresh(["soft", "env"], force=True)
+    [record] = detect_soft(ctx, "lib.python.ckxdemo", python=nested["python"])
+    assert record.full_path == str(outer_site / "ckxdemo_pkg") and "PYTHONPATH" not in record.env
+
+
+def _debian_python() -> str | None:
+    """A python3 whose site module is Debian's (getsitepackages lists dist-packages), or None."""
+    for candidate in ("/usr/bin/python3", shutil.which("python3") or ""):
+        if candidate and os.path.isfile(candidate):
+            out = subprocess.run([candidate, "-c", "import site; print(site.getsitepackages())"],
+                                 capture_output=True, text=True, timeout=60)
+            if out.returncode == 0 and "dist-packages" in out.stdout:
+                return candidate
+    return None
+
+
+@pytest.mark.skipif(_debian_python() is None, reason="no Debian-patched python3 on this machine")
+def test_the_probe_of_a_venv_of_a_debian_python_sees_its_site_packages(ctx, tmp_path):
+    from ckx.software.resolve import detect_soft
+
+    venv = create_venv(ctx, "debian", python=_debian_python(), without_pip=True)
+    [site_dir] = list(venv.path.glob("lib/python*/site-packages"))
+    with zipfile.ZipFile(build_wheel(tmp_path / "wheels")) as wheel:
+        wheel.extractall(site_dir)
+    add_demo_soft(ctx.home.local_repo)
+    ctx.index.refresh(["soft"], force=True)
+    [record] = detect_soft(ctx, "lib.python.ckxdemo", python=str(venv.python))
+    assert record.full_path == str(site_dir / "ckxdemo_pkg") and record.version == "1.2.3"

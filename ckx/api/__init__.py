@@ -20,7 +20,9 @@ class Action:
     ``target`` is "package.module:function", imported only when the action runs, so start-up stays light.
     ``long`` actions become jobs in the web service; ``read_only`` ones may be called with GET.
     ``options`` are the inputs it takes besides its CIDs; the global ones (``--json``, ``--quiet``, ...)
-    come on top. The dispatcher types them (``parse``) before the handler runs.
+    come on top. The dispatcher types them (``parse``) before the handler runs. ``help_target``, when
+    set, adds what the entry itself offers to ``--help`` (a program's command keys), as a
+    "package.module:function" taking (ctx, inp) and returning a dict with a ``text``.
     """
 
     name: str
@@ -31,6 +33,7 @@ class Action:
     long: bool = False
     read_only: bool = False
     options: tuple[Option, ...] = ()
+    help_target: str | None = None
 
     @property
     def label(self) -> str:
@@ -61,6 +64,8 @@ RUN_OPTIONS = (
 )
 NEW_NAME = (Option("new_alias", help="the new alias (same as the second CID)"),
             Option("new_repo", help="the repo to move or copy into"))
+# ``run program[:NAME] --help`` also describes the program (or lists the programs).
+PROGRAM_HELP = "ckx.runs.program_help:program_help"
 PORT = Option("port", "int", help="the port to listen on (0: any free one)", minimum=0, maximum=65535)
 
 ACTIONS: tuple[Action, ...] = (
@@ -91,9 +96,11 @@ ACTIONS: tuple[Action, ...] = (
            options=(TAGS,)),
     Action("path", None, "ckx.store.generic:path", "print the directory of an entry, module or repo", "ckx path MODULE[:ENTRY] | repo:NAME",
            read_only=True),
-    Action("zip", None, "ckx.sharing.zip:action_zip", "archive entries or a whole repo", "ckx zip CID [--archive_name=F] [--auto_name] | ckx zip repo:NAME",
-           options=(TAGS, Option("archive_name", "path", help="the archive to write (default ckr.zip)"),
-                    Option("auto_name", "bool", help="name the archive ckr-REPO-MODULE-TIME.zip"))),
+    Action("zip", None, "ckx.sharing.zip:action_zip", "archive entries or a whole repo",
+           "ckx zip CID [--archive_name=F] [--auto_name] [--overwrite] | ckx zip repo:NAME [--overwrite]",
+           options=(TAGS, Option("archive_name", "path", help="the archive to write (default ckr.zip; ckr-NAME.zip for repo:NAME)"),
+                    Option("auto_name", "bool", help="name the archive ckr-REPO-MODULE-TIME.zip"),
+                    Option("overwrite", "bool", help="replace the archive if the file exists (default: refuse)"))),
     # repos
     Action("add", "repo", "ckx.store.repo_actions:add_repo", "register a repo (created if missing)", "ckx add repo:NAME [--path=DIR] [--url=URL] [--quiet]",
            options=(Option("path", "path", help="an existing repo directory, read in place (default: a new one in $CKX_HOME/repos)"),
@@ -101,17 +108,19 @@ ACTIONS: tuple[Action, ...] = (
     Action("list", "repo", "ckx.store.repo_actions:list_repos", "list registered repos", "ckx list repo", read_only=True),
     Action("rm", "repo", "ckx.store.repo_actions:rm_repo", "unregister a repo (--all also deletes its files)", "ckx rm repo:NAME [--all] [--force]",
            options=(Option("all", "bool", help="also delete the repo's files"), FORCE)),
-    Action("pull", "repo", "ckx.sharing.pull:action_pull", "clone or update a repo with git", "ckx pull repo:ALIAS [--url=URL] [--branch=NAME]", long=True,
+    Action("pull", "repo", "ckx.sharing.pull:action_pull", "clone or update a repo with git", "ckx pull repo:ALIAS [--url=URL] [--branch=NAME] [--offline]", long=True,
            options=(Option("url", help="the git URL (default: the catalog's URL for the alias)"),
                     Option("branch", help="the branch to check out"),
                     Option("no_deps", "bool", help="do not pull the repos it depends on"),
-                    Option("timeout", "seconds", help="seconds one git command may take (default 900)"))),
-    Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite] [--allow_code]",
-           long=True,
-           options=(Option("zip", help="the archive: a file or an http(s) URL", aliases=("archive",)),
+                    Option("timeout", "seconds", help="seconds one git command may take (default 900)"),
+                    Option("offline", "bool", help="contact no host: only file:// and path URLs are pulled (also CKX_OFFLINE=1)"))),
+    Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo",
+           "ckx unzip repo[:NAME] [--zip=FILE|URL] [--overwrite] [--allow_code] [--offline]", long=True,
+           options=(Option("zip", help="the archive: a file or an http(s) URL (default ./ckr.zip)", aliases=("archive", "file")),
                     Option("overwrite", "bool", help="replace entries that are already there"),
                     Option("allow_code", "bool", help="let entries that carry code (packages, softs, programs, "
-                                                      "scripts, command lines) into an existing repo"))),
+                                                      "scripts, command lines) into an existing repo"),
+                    OFFLINE)),
     # software
     Action("detect", "soft", "ckx.software.actions:action_detect_soft", "detect installed software and record envs",
            "ckx detect soft[:ALIAS] [--tags=...] [--full_path=P] [--search_dir=D] [--search_depth=N] [--force_version=V]"
@@ -125,8 +134,14 @@ ACTIONS: tuple[Action, ...] = (
                     Option("extra_tags", "list", help="more tags for the recorded envs"),
                     Option("python", "path", help="the interpreter whose modules are looked in"),
                     Option("deps", "map", help="use this env uid for dependency NAME (--deps.NAME=UID)"))),
-    Action("detect", "platform", "ckx.software.platform:action_detect_platform", "describe this machine and record it", "ckx detect platform [--refresh]",
-           options=(Option("refresh", "bool", help="describe the machine afresh (always done)"),)),
+    Action("detect", "platform", "ckx.software.platform:action_detect_platform", "describe this machine and record it",
+           "ckx detect platform [--refresh]   (CK's 'detect platform.os' is the same)",
+           options=(Option("refresh", "bool", help="describe the machine afresh (always done)"),
+                    Option("platform_init_uoa", help="CK's platform description to start from; ckx describes the "
+                                                     "machine itself, so it is accepted and not needed"))),
+    Action("setup", "kernel", "ckx.api.about:setup_kernel", "CK's kernel settings: accepted, and said what ckx does instead",
+           "ckx setup kernel [--var.install_to_env=yes]", read_only=True,
+           options=(Option("var", "map", help="CK kernel variables (install_to_env: ckx always records envs)"),)),
     Action("install", "package", "ckx.software.actions:action_install", "install a package and record its env",
            "ckx install package[:ALIAS] --tags=... [--variation=V] [--version=V] [--local_path=FILE] [--force] [--quiet]",
            long=True,
@@ -145,10 +160,10 @@ ACTIONS: tuple[Action, ...] = (
                     Option("cmd", help="the command to run, split like a shell would (no shell)"),
                     Option("shell_cmd", help="shell text to run with /bin/sh -c"), TIMEOUT)),
     Action("create", "venv", "ckx.software.venv:action_create", "create a Python virtual env with its own env records",
-           "ckx create venv:NAME [--template=mlperf-inference] [--system_site_packages] [--with_pip|--without_pip]",
+           "ckx create venv:NAME [--template=mlperf-inference|mlperf-inference-1.1-tvm] [--system_site_packages] [--with_pip|--without_pip]",
            long=True,
            options=(Option("name", help="the venv's name (same as venv:NAME)"),
-                    Option("template", help="install a template's packages into it (mlperf-inference)"),
+                    Option("template", help="install a template's packages into it (mlperf-inference, mlperf-inference-1.1-tvm)"),
                     Option("system_site_packages", "bool", help="let it see the base interpreter's packages",
                            aliases=("system-site-packages",)),
                     Option("with_pip", "bool", help="install pip into it", aliases=("with-pip",)),
@@ -164,7 +179,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("run", "program", "ckx.runs.program:action_run", "run a program's command key",
            "ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=tags] [--deps.DEP=ENV_UID] [--offline]"
            " [--print_files=a,b] [--timeout=S] [-- EXTRA ARGS]", long=True,
-           options=RUN_OPTIONS),
+           options=RUN_OPTIONS, help_target=PROGRAM_HELP),
     Action("benchmark", "program", "ckx.runs.benchmark:action_benchmark", "run a program N times and record the results",
            "ckx benchmark program:NAME --cmd_key=KEY [--repetitions=N] [--record] [--record_uoa=NAME] [--record_repo=REPO]"
            " [--tags=...] [--print_files=a,b] [--skip_print_timers] [--skip_print_stats] [--env.VAR=V] [--timeout=S]",
@@ -174,7 +189,8 @@ ACTIONS: tuple[Action, ...] = (
                     Option("record", "bool", help="record the repetitions in an experiment"),
                     Option("record_uoa", help="the experiment to record into (default: the program's name)"),
                     Option("record_repo", help="the repo of that experiment (default: local)"),
-                    Option("tags", "list", help="tags of the recorded point"))),
+                    Option("tags", "list", help="tags of the recorded point")),
+           help_target=PROGRAM_HELP),
     Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points", "ckx show experiment:NAME",
            read_only=True, options=(TAGS,)),
     Action("replay", "experiment", "ckx.runs.replay:action_replay", "re-run a recorded point",
@@ -249,6 +265,8 @@ ACTIONS: tuple[Action, ...] = (
 ACTION_ALIASES = {"ls": "list", "delete": "rm", "remove": "rm", "mv": "ren", "copy": "cp", "where": "path"}
 # Actions whose module is implied when the user gives none.
 DEFAULT_MODULE = {"pull": "repo", "unzip": "repo", "dashboard": None}
+# CK's names of modules that ckx folds into one of its own, per action: ``detect platform.os`` is ``detect platform``.
+MODULE_ALIASES = {("detect", "platform.os"): "platform"}
 # Keys that CK's access() used for the same things.
 CK_KEYS = {"module_uoa": "module", "data_uoa": "entry", "repo_uoa": "repo"}
 
@@ -299,6 +317,9 @@ def normalise(request: dict) -> dict:
         raise UsageError("no action given", hint="'ckx help' lists the actions")
     if not inp.get("module") and action in DEFAULT_MODULE and DEFAULT_MODULE[action]:
         inp["module"] = DEFAULT_MODULE[action]
+    alias = MODULE_ALIASES.get((ACTION_ALIASES.get(action, action), inp.get("module")))
+    if alias:
+        inp["module"] = alias
     return inp
 
 
@@ -329,7 +350,13 @@ def run(ctx: Context, request: dict) -> dict:
     inp = normalise(request)
     action = lookup(inp["action"], inp.get("module"))
     if wants_help(inp):
-        return describe_actions([action])
+        described = describe_actions([action])
+        if action.help_target:
+            module_name, function = action.help_target.split(":")
+            extra = getattr(importlib.import_module(module_name), function)(ctx, inp)
+            described.update({k: v for k, v in extra.items() if k != "text"})
+            described["text"] = extra["text"] + "\n\n" + described["text"]
+        return described
     result = action.handler()(ctx, action.parse(inp))
     if not isinstance(result, dict):
         result = {"return": 0, "result": result}

@@ -1,4 +1,4 @@
-"""Actions about ckx itself: version, help, uid, reindex."""
+"""Actions about ckx itself: version, help, uid, reindex, and CK's `setup kernel`."""
 from __future__ import annotations
 
 import platform
@@ -55,3 +55,31 @@ def reindex(ctx: Context, inp: dict) -> dict:
     count = ctx.index.count()
     return {"return": 0, "entries": count, "updated": stats["updated"], "removed": stats["removed"],
             "text": f"indexed {count} entries in {len(ctx.registry.repos)} repos"}
+
+
+# CK kernel variables that ckx answers in one line: what ckx does instead.
+KERNEL_VARIABLES = {
+    "install_to_env": "ckx always records an env for every package it installs (install directories live in "
+                      "$CKX_TOOLS), so install_to_env={value} changes nothing",
+}
+
+
+def setup_kernel(ctx: Context, inp: dict) -> dict:
+    """``ckx setup kernel [--var.NAME=VALUE ...]``: CK's kernel set-up, accepted; each variable gets its answer.
+
+    ckx keeps no kernel configuration: the variables CK users set here describe behaviour ckx has already
+    (``install_to_env``) or does not have; the latter are named in a warning, and nothing is written.
+    """
+    variables = dict(inp.get("var") or {})
+    lines, ignored = [], []
+    for name, value in sorted(variables.items()):
+        answer = KERNEL_VARIABLES.get(name)
+        if answer is None:
+            ignored.append(name)
+        else:
+            lines.append(f"{name}: " + answer.format(value=value))
+    if ignored:
+        ctx.warn("CK kernel variables ckx has no use for, ignored: " + ", ".join(ignored))
+    if not variables:
+        lines.append("ckx keeps no kernel settings: nothing to set up (CK's install_to_env is always on in ckx)")
+    return {"return": 0, "var": variables, "ignored": ignored, "text": "\n".join(lines)}

@@ -637,10 +637,13 @@ def action_run(ctx: Context, inp: dict) -> dict:
         raise UsageError("'run' needs a program", hint="usage: ckx run program:NAME --cmd_key=KEY ('ckx list program')")
     cid = f"{inp['repo']}:{MODULE}:{name}" if inp.get("repo") else f"{MODULE}:{name}"
     print_files = inp.get("print_files") or []
+    offline = bool(inp.get("offline")) or offline_from_env()
+    if offline:
+        ctx.info("offline: no download and no pip install will run; dependencies take their offline tags")
     outcome = run_program(
         ctx, cid, cmd_key=inp.get("cmd_key") or None, env=dict(inp.get("env") or {}),
         dep_add_tags=dict(inp.get("dep_add_tags") or {}), deps=dict(inp.get("deps") or {}),
-        offline=bool(inp.get("offline")) or offline_from_env(), print_files=print_files,
+        offline=offline, print_files=print_files,
         extra_args=list(inp.get("rest") or []), stream=True, timeout_s=inp.get("timeout"),
     )
     files = read_print_files(ctx, outcome.run_dir, print_files)

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ckx.core.cid import check_name
-from ckx.core.errors import CkxError, NotFound, UsageError
+from ckx.core.errors import CkxError, DownloadError, NotFound, UsageError
 from ckx.core.jsonio import read_json
 from ckx.sharing.catalog import CatalogEntry, load_catalog, url_for_alias
 from ckx.sharing.placement import move_and_register
 from ckx.sharing.staging import staging_dir
 from ckx.store.context import Context
 from ckx.store.repo import CK_REPO_FILE, NATIVE_REPO_FILE, Registry, Repo, detect_format, read_repo_description
+from ckx.transfer.fetch import OFFLINE_ENV, offline_from_env
 
 GIT_TIMEOUT = 900.0  # seconds for one git command (a clone of a large repo on a slow link)
 _BRANCH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
@@ -144,15 +145,28 @@ def _name_from_url(url: str) -> str:
     return name.removesuffix(".git")
 
 
+def is_local_url(url: str) -> bool:
+    """True for a URL git reads from this machine (``file://`` or an absolute path): allowed offline."""
+    return url.startswith(("file://", "/"))
+
+
+def local_ways_forward(name: str | None) -> str:
+    """The ways to get a repo without the network, for the hint of a pull that failed or was skipped."""
+    alias = name or "NAME"
+    return (f"without the network: pull a local clone (ckx pull repo:{alias} --url=file:///path/to/clone), "
+            f"register a checkout in place (ckx add repo:{alias} --path=DIR), "
+            f"or unzip an archive of it (ckx unzip repo --file=ckr-{alias}.zip)")
+
+
 # =========================================================================== pull
 
 
 @dataclass(frozen=True)
 class PullOutcome:
-    """What a pull did to one repo. ``state``: cloned, updated, up-to-date, ahead, present or failed."""
+    """What a pull did to one repo. ``state``: cloned, updated, up-to-date, ahead, present, skipped or failed."""
 
     name: str
-    state: str
+    state: str  # cloned, updated, up-to-date, ahead, present, skipped (offline) or failed
     path: Path | None = None
     url: str | None = None
     format: str | None = None
@@ -195,7 +209,7 @@ def declared_deps(path: Path) -> list[tuple[str, str | None]]:
 
 
 def pull_repo(ctx: Context, *, name: str | None = None, url: str | None = None, branch: str | None = None,
-              timeout: float = GIT_TIMEOUT, with_deps: bool = True) -> list[PullOutcome]:
+              timeout: float = GIT_TIMEOUT, with_deps: bool = True, offline: bool = False) -> list[PullOutcome]:
     """Clone (or fast-forward) a repo, register it, then pull the repos it declares.
 
     ``name`` is the alias to register (from the catalog when no ``url`` is given); without it the
@@ -203,11 +217,17 @@ def pull_repo(ctx: Context, *, name: str | None = None, url: str | None = None, 
     first, then of each dependency. A dependency that cannot be pulled is a warning (its outcome
     says "failed"); the asked repo failing raises GitError, UsageError or NotFound and leaves
     nothing registered and nothing under $CKX_HOME/repos.
+
+    ``offline`` (or CKX_OFFLINE=1) contacts no host: a local URL (``file://``, an absolute path) is still
+    cloned or fetched; a registered repo with a remote origin is left as it is (state "skipped"); a new
+    repo with a remote URL raises DownloadError whose hint names the local ways forward, as every
+    failed clone's does.
     """
+    offline = offline or offline_from_env()
     if branch is not None and not _BRANCH_RE.match(branch):
         raise UsageError(f"invalid branch name {branch!r}")
     catalog = load_catalog()
-    first = _pull_one(ctx, name, url, branch, timeout, catalog)
+    first = _pull_one(ctx, name, url, branch, timeout, catalog, offline)
     outcomes = [first]
     if not with_deps or first.path is None:
         return outcomes
@@ -227,10 +247,13 @@ def pull_repo(ctx: Context, *, name: str | None = None, url: str | None = None, 
             continue
         try:
             check_name(dep, "repo name")
-            outcome = _pull_one(ctx, dep, dep_url, None, timeout, catalog)
+            outcome = _pull_one(ctx, dep, dep_url, None, timeout, catalog, offline)
         except CkxError as exc:
-            ctx.warn(f"dependency {dep} of repo {parent} was not pulled: {exc.message}")
-            outcomes.append(PullOutcome(dep, "failed", url=dep_url, error=exc.message, dependency_of=parent))
+            skipped = offline and isinstance(exc, DownloadError)
+            message = exc.message.splitlines()[0]
+            ctx.warn(f"dependency {dep} of repo {parent} was not pulled: {message}")
+            outcomes.append(PullOutcome(dep, "skipped" if skipped else "failed", url=dep_url, error=message,
+                                        dependency_of=parent))
             continue
         outcomes.append(PullOutcome(outcome.name, outcome.state, outcome.path, outcome.url, outcome.format,
                                     outcome.commit, dependency_of=parent))
@@ -251,27 +274,32 @@ def _registered_as(registry: Registry, name: str, catalog: dict[str, CatalogEntr
 
 
 def _pull_one(ctx: Context, name: str | None, url: str | None, branch: str | None, timeout: float,
-              catalog: dict[str, CatalogEntry]) -> PullOutcome:
+              catalog: dict[str, CatalogEntry], offline: bool = False) -> PullOutcome:
     if name:
         check_name(name, "repo name")
         if name in ctx.registry.repos:
-            return _update(ctx, ctx.registry.repos[name], url, branch, timeout)
+            return _update(ctx, ctx.registry.repos[name], url, branch, timeout, offline)
     elif not url:
         raise UsageError("'pull repo' needs a repo alias or --url", hint="usage: ckx pull repo:ALIAS [--url=URL] [--branch=NAME]")
     if url and not name:
         for repo in ctx.registry:
             if repo.url and _same_url(repo.url, url):
-                return _update(ctx, repo, url, branch, timeout)
+                return _update(ctx, repo, url, branch, timeout, offline)
     if not url:
         assert name is not None
         found = url_for_alias(name, catalog)
         if found is None:
             known = sorted({entry.name for entry in catalog.values()})
             raise NotFound(f"no known URL for repo {name!r}",
-                           hint="give it with --url=URL; the catalog knows: " + ", ".join(known))
+                           hint="give it with --url=URL; the catalog knows: " + ", ".join(known)
+                                + "; " + local_ways_forward(name))
         url, source = found
         ctx.info(f"repo {name}: {url} (from {source})")
-    return _clone_and_register(ctx, name, _check_url(url), branch, timeout)
+    url = _check_url(url)
+    if offline and not is_local_url(url):
+        raise DownloadError(f"offline mode (--offline or {OFFLINE_ENV}=1): not cloning {url}",
+                            [f"{url} -> not contacted (offline)"], hint=local_ways_forward(name or _name_from_url(url)))
+    return _clone_and_register(ctx, name, url, branch, timeout)
 
 
 def _clone_and_register(ctx: Context, name: str | None, url: str, branch: str | None, timeout: float) -> PullOutcome:
@@ -285,8 +313,12 @@ def _clone_and_register(ctx: Context, name: str | None, url: str, branch: str | 
             args += ["--branch", branch]
         with _no_hooks(ctx) as hooks:
             ctx.info(f"cloning {url}" + (f" (branch {branch})" if branch else ""))
-            _git([*args, f"--template={hooks}", "--", url, str(checkout)], hooks=hooks, timeout=timeout,
-                 what=f"git clone of {url}")
+            try:
+                _git([*args, f"--template={hooks}", "--", url, str(checkout)], hooks=hooks, timeout=timeout,
+                     what=f"git clone of {url}")
+            except GitError as exc:
+                exc.hint = "; ".join(filter(None, [exc.hint, local_ways_forward(name or _name_from_url(url))]))
+                raise
             commit = _git(["rev-parse", "--short", "HEAD"], hooks=hooks, cwd=checkout).stdout.strip()
         try:
             fmt = detect_format(checkout)
@@ -314,8 +346,11 @@ def _clone_and_register(ctx: Context, name: str | None, url: str, branch: str | 
     return PullOutcome(repo_name, "cloned", target, url, fmt, commit)
 
 
-def _update(ctx: Context, repo: Repo, url: str | None, branch: str | None, timeout: float) -> PullOutcome:
-    """Fetch and fast-forward a registered git checkout; GitError when its history diverged."""
+def _update(ctx: Context, repo: Repo, url: str | None, branch: str | None, timeout: float,
+            offline: bool = False) -> PullOutcome:
+    """Fetch and fast-forward a registered git checkout; GitError when its history diverged.
+
+    ``offline`` with a remote origin fetches nothing: the outcome is "skipped", and that is said."""
     if not (repo.path / ".git").exists():
         raise UsageError(f"repo {repo.name} at {repo.path} is not a git checkout: there is nothing to pull",
                          hint="repos made with 'ckx add repo' or 'ckx unzip' move with zip/unzip")
@@ -327,12 +362,21 @@ def _update(ctx: Context, repo: Repo, url: str | None, branch: str | None, timeo
         if url and not _same_url(url, origin):
             raise UsageError(f"repo {repo.name} was cloned from {origin}, not {url}",
                              hint=f"pull the other URL under another name (ckx pull repo:OTHER --url={url})")
+        if offline and not is_local_url(origin):
+            commit = git("rev-parse", "--short", "HEAD").stdout.strip()
+            ctx.info(f"offline: not fetching {repo.name} from {origin}; it stays at {commit}")
+            return PullOutcome(repo.name, "skipped", repo.path, origin, repo.format, commit)
         current = git("rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
         wanted = branch or current
         if wanted == "HEAD":
             raise UsageError(f"repo {repo.name} is not on a branch (detached HEAD)", hint="give one with --branch=NAME")
         ctx.info(f"fetching {repo.name} ({wanted}) from {origin}")
-        git("fetch", "--quiet", "origin", wanted, what=f"git fetch of {origin}")
+        try:
+            git("fetch", "--quiet", "origin", wanted, what=f"git fetch of {origin}")
+        except GitError as exc:
+            exc.hint = "; ".join(filter(None, [exc.hint, f"the repo stays as it is; 'ckx pull repo:{repo.name} "
+                                               "--offline' uses it without fetching", local_ways_forward(repo.name)]))
+            raise
         fetched = git("rev-parse", "FETCH_HEAD").stdout.strip()
         if wanted != current:
             exists = git("show-ref", "--verify", "--quiet", f"refs/heads/{wanted}", check=False).returncode == 0
@@ -370,7 +414,8 @@ def _is_ancestor(git: Callable[..., subprocess.CompletedProcess], first: str, se
 def action_pull(ctx: Context, inp: dict) -> dict:
     """``ckx pull repo:ALIAS [--url=URL] [--branch=NAME]`` or ``ckx pull repo --url=URL``: clone or update."""
     outcomes = pull_repo(ctx, name=inp.get("entry"), url=inp.get("url"), branch=inp.get("branch"),
-                         timeout=inp.get("timeout") or GIT_TIMEOUT, with_deps=not inp.get("no_deps"))
+                         timeout=inp.get("timeout") or GIT_TIMEOUT, with_deps=not inp.get("no_deps"),
+                         offline=bool(inp.get("offline")))
     first = outcomes[0]
     lines = [_describe_outcome(first)]
     deps = outcomes[1:]
@@ -378,8 +423,9 @@ def action_pull(ctx: Context, inp: dict) -> dict:
         lines.append(f"dependencies of {first.name}:")
         lines += [f"  {_describe_outcome(o)}" for o in deps]
     failed = [o.name for o in deps if o.state == "failed"]
+    skipped = [o.name for o in outcomes if o.state == "skipped"]
     return {"return": 0, "repo": first.to_dict(), "deps": [o.to_dict() for o in deps], "failed_deps": failed,
-            "text": "\n".join(lines)}
+            "skipped": skipped, "text": "\n".join(lines)}
 
 
 def _describe_outcome(outcome: PullOutcome) -> str:
@@ -387,8 +433,13 @@ def _describe_outcome(outcome: PullOutcome) -> str:
         return f"{outcome.name}: not pulled ({outcome.error})"
     if outcome.state == "present":
         return f"{outcome.name}: already registered at {outcome.path}"
+    if outcome.state == "skipped" and outcome.path is None:
+        return f"{outcome.name}: not pulled ({outcome.error})"
+    if outcome.state == "skipped":
+        return f"{outcome.name}: not fetched (offline), kept at {outcome.commit} ({outcome.format}, {outcome.path})"
     commit = f" at {outcome.commit}" if outcome.commit else ""
     return f"{outcome.name}: {outcome.state}{commit} ({outcome.format}, {outcome.path})"
 
 
-__all__ = ["GIT_TIMEOUT", "GitError", "PullOutcome", "action_pull", "declared_deps", "pull_repo"]
+__all__ = ["GIT_TIMEOUT", "GitError", "PullOutcome", "action_pull", "declared_deps", "is_local_url", "local_ways_forward",
+           "pull_repo"]

@@ -23,18 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ckx.core.cid import check_name, is_uid, new_uid
-from ckx.core.errors import CkxError, IntegrityError, MetaError, NotFound, UsageError
+from ckx.core.errors import CkxError, DownloadError, IntegrityError, MetaError, NotFound, UsageError
 from ckx.core.home import BUILTIN_REPO_NAME, LOCAL_REPO_NAME
 from ckx.core.limits import Limits
 from ckx.sharing.placement import REPO_FILES, move_and_register
 from ckx.sharing.staging import Mover, staging_dir
 from ckx.sharing.unzip_checks import (Member, check_zip_members, code_reasons, is_code_file,
                                       read_chunks, read_member, read_member_meta)
+from ckx.sharing.zip import DEFAULT_ARCHIVE
 from ckx.store.context import Context
 from ckx.store.entry import META_SCHEMA_VERSION, normalise_tags
 from ckx.store.index import Query
 from ckx.store.repo import DIR_KINDS, META_NAMES, NATIVE_REPO_FILE, Repo, detect_format, read_repo_description
-from ckx.transfer.fetch import fetch, filename_from_url, load_url_map
+from ckx.transfer.fetch import fetch, filename_from_url, load_url_map, offline_from_env
 from ckx.transfer.safety import ArchiveChecker
 
 log = logging.getLogger(__name__)
@@ -407,15 +408,29 @@ def _file_lines(title: str, names: tuple[str, ...]) -> list[str]:
     return [f"{title}:", *(f"  {name}" for name in names)] if names else []
 
 
+def _default_archive() -> str:
+    """``./ckr.zip``, CK's default; NotFound naming the ``ckr-*.zip`` files here when it is missing."""
+    here = Path.cwd()
+    if (here / DEFAULT_ARCHIVE).is_file():
+        return str(here / DEFAULT_ARCHIVE)
+    others = sorted(p.name for p in here.glob("ckr*.zip") if p.is_file())
+    raise NotFound(f"no --zip given and no {DEFAULT_ARCHIVE} in {here}",
+                   hint=("name the archive: " + ", ".join(f"ckx unzip repo --zip={n}" for n in others[:3])) if others
+                   else "usage: ckx unzip repo[:NAME] [--zip=FILE|URL] [--overwrite] (default ./ckr.zip)")
+
+
 def action_unzip(ctx: Context, inp: dict) -> dict:
-    """``ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite] [--allow_code]``: check, then extract, an archive."""
-    source = inp.get("zip")
-    if not source:
-        raise UsageError("'unzip' needs --zip=FILE or --zip=URL",
-                         hint="usage: ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite] [--allow_code]")
+    """``ckx unzip repo[:NAME] [--zip=FILE|URL] [--overwrite] [--allow_code]``: check, then extract, an archive
+    of entries or of a repo; without --zip, ``./ckr.zip`` as CK reads. Under --offline (or CKX_OFFLINE=1) a URL
+    is refused."""
+    source = inp.get("zip") or _default_archive()
     repo_name = inp.get("entry")
     with contextlib.ExitStack() as stack:
         if source.startswith(("http://", "https://")):
+            if inp.get("offline") or offline_from_env():
+                raise DownloadError(f"offline mode: not downloading {source}",
+                                    [f"{source} -> not tried (offline)"],
+                                    hint="download the archive by other means and pass it: ckx unzip repo --zip=FILE")
             ctx.home.cache.mkdir(parents=True, exist_ok=True)
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="unzip-", dir=ctx.home.cache)))
             archive = _download_archive(ctx, source, workdir)

@@ -1,4 +1,4 @@
-"""`ckx zip`: entries or a whole repo into one archive of paths relative to the repo root, as CK's ``ckr.zip``."""
+"""`ckx zip`: entries (``ckr.zip``) or a whole repo (``ckr-NAME.zip``) into one archive of paths relative to the repo root."""
 from __future__ import annotations
 
 import contextlib
@@ -151,21 +151,32 @@ def _stamp() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def _archive_path(inp: dict, repo: str, module: str) -> Path:
+def repo_archive_name(repo: str) -> str:
+    """The default archive of ``zip repo:NAME``: ``ckr-NAME.zip``, so it never lands on an entries' ``ckr.zip``."""
+    return f"ckr-{repo}.zip"
+
+
+def _archive_path(inp: dict, repo: str, module: str, *, default: str = DEFAULT_ARCHIVE) -> Path:
+    """Where to write: --archive_name, an --auto_name, or ``default``; UsageError for an existing file
+    unless --overwrite (a second zip must not silently replace the archive of the first)."""
     if inp.get("archive_name") and inp.get("auto_name"):
         raise UsageError("give either --archive_name or --auto_name, not both")
     if inp.get("auto_name"):
         name = f"ckr-{repo}-{module}-{_stamp()}.zip"
     else:
-        name = inp.get("archive_name") or DEFAULT_ARCHIVE
+        name = inp.get("archive_name") or default
     path = Path(name).expanduser()
     if path.is_dir():
         raise UsageError(f"--archive_name={name} is a directory", hint="give a file name, e.g. --archive_name=entries.zip")
-    return path if path.is_absolute() else Path.cwd() / path
+    path = path if path.is_absolute() else Path.cwd() / path
+    if os.path.lexists(path) and not inp.get("overwrite"):
+        raise UsageError(f"{path} already exists: not overwriting it",
+                         hint="add --overwrite to replace it, or name another with --archive_name=FILE (or --auto_name)")
+    return path
 
 
 def action_zip(ctx: Context, inp: dict) -> dict:
-    """``ckx zip CID [CID ...] [--tags=...] [--archive_name=F] [--auto_name]`` or ``ckx zip repo:NAME``."""
+    """``ckx zip CID [CID ...] [--tags=...] [--archive_name=F] [--auto_name] [--overwrite]`` or ``ckx zip repo:NAME``."""
     cids = _request_cids(inp)
     repos = [cid for cid in cids if cid.module == "repo"]
     if repos:
@@ -173,7 +184,7 @@ def action_zip(ctx: Context, inp: dict) -> dict:
             raise UsageError("'zip repo:NAME' archives one whole repo; zip entries in a separate command",
                              hint="usage: ckx zip repo:NAME [--archive_name=F]")
         repo = ctx.registry.get(repos[0].entry)
-        archive = _archive_path(inp, repo.name, "repo")
+        archive = _archive_path(inp, repo.name, "repo", default=repo_archive_name(repo.name))
         result = zip_repo(ctx, repo, archive)
         return {"return": 0, "archive": str(result.archive), "files": result.files, "size": result.size,
                 "repo": repo.name, "text": f"wrote {result.archive}: repo {repo.name}, {result.files} files"}
@@ -217,4 +228,4 @@ def _request_cids(inp: dict) -> list[Cid]:
     return [Cid(inp["module"], inp.get("entry"), inp.get("repo"))]
 
 
-__all__ = ["DEFAULT_ARCHIVE", "ZipResult", "action_zip", "zip_entries", "zip_repo"]
+__all__ = ["DEFAULT_ARCHIVE", "ZipResult", "action_zip", "repo_archive_name", "zip_entries", "zip_repo"]

@@ -134,6 +134,7 @@ class Detector:
             "version_major_minor": ".".join(split[:2]) if version else "", "prefix": self.soft.env_prefix or "",
         })
         values.setdefault("dir", os.path.dirname(found.full_path))
+        values.setdefault("parent_dir", os.path.dirname(values["dir"]))  # CK's install path: /usr for /usr/bin/gcc
         values.setdefault("name", os.path.basename(found.full_path))
         values.setdefault("python", self._python_path() or "")
         env: dict[str, str] = {}

@@ -52,8 +52,8 @@ from ckx.software.packages import Candidate, same_version
 from ckx.software.detect import detect_soft
 from ckx.software.envs import EnvRecord, ResolvedDep, delete_env, find_envs, record_env
 from ckx.transfer.checksum import Checker
-from ckx.transfer.fetch import (cached_download_path, download_hint, fetch, filename_from_url, load_url_map, local_copy,
-                                url_key)
+from ckx.transfer.fetch import (OFFLINE_ENV, cached_download_path, download_hint, fetch, filename_from_url, load_url_map,
+                                local_copy, offline_from_env, url_key)
 from ckx.transfer.unpack import unpack
 
 
@@ -230,7 +230,7 @@ class _Installation:
         self.source: dict = dict(candidate.meta["source"])
         self.requested_version = version
         self.local_path = Path(local_path).expanduser() if local_path else None
-        self.offline = offline
+        self.offline = offline or offline_from_env()
         self.force = force
         self.stage: Path | None = None
         self.final: Path | None = None
@@ -399,6 +399,12 @@ class _Installation:
         targets = requirements
         if self.local_path is not None:
             targets = self._local_pip_targets(requirements, args)
+        elif self.offline and "--no-index" not in args:
+            raise DownloadError(
+                f"offline mode (--offline or {OFFLINE_ENV}=1): not running pip install {' '.join(targets)} "
+                f"for {self.candidate.label}, which would reach the package index",
+                hint="pass a wheel or a directory of wheels with --local_path=PATH, or point pip at a local "
+                     f"directory with {PIP_ARGS_ENV}='--no-index --find-links DIR'")
         argv = [python, "-m", "pip", "install", "--target", str(self.stage), *args, *targets]
         timeout = float(self.source.get("timeout_s") or PIP_TIMEOUT_S)
         self.ctx.info("running pip install " + " ".join(targets))

@@ -302,6 +302,9 @@ def action_detect_platform(ctx: Context, inp: dict) -> dict:
     ]
     for gpu in info.get("accelerators") or []:
         lines.append(f"accel      {gpu.get('vendor')} {gpu.get('model')}")
+    if inp.get("platform_init_uoa"):
+        lines.append(f"(--platform_init_uoa={inp['platform_init_uoa']}: ckx describes this machine itself and needs "
+                     "no platform init entry)")
     return {"return": 0, "platform": info, "text": "\n".join(lines)}
 
 

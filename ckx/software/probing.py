@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 30.0
 VERSION_TIMEOUT_S = 10.0
 INTERPRETER_CACHE = "interpreters.json"
-INTERPRETER_CACHE_VERSION = 2
+INTERPRETER_CACHE_VERSION = 3  # 3: a venv's site-packages under patched site modules
 
 # Run by each interpreter with -S (no site import, so no .pth code runs and start-up stays ~20 ms):
 # it reports sys.path as a program would see it, site directories and .pth path lines included.
@@ -73,7 +73,16 @@ def describe(base_path):
         except OSError:
             pass
         prefix = site_prefix
-        sites += site.getsitepackages([site_prefix])
+        # site.venv() sets sys.prefix before it asks for the venv's site directories, and a patched
+        # getsitepackages (Debian's) answers lib/pythonX.Y/site-packages only when sys.prefix differs from
+        # sys.base_prefix: do the same for that one call, then put sys.prefix back (the running interpreter
+        # executes this code in process).
+        saved = sys.prefix, sys.exec_prefix
+        sys.prefix = sys.exec_prefix = site_prefix
+        try:
+            sites += site.getsitepackages([site_prefix])
+        finally:
+            sys.prefix, sys.exec_prefix = saved
         if system_site == "true":
             prefixes = [site_prefix] + prefixes
         else:

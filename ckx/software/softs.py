@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ckx.core.cid import Cid
-from ckx.core.errors import MetaError, UsageError
+from ckx.core.errors import Ambiguous, MetaError, UsageError
 from ckx.software.versions import is_automatic_tag
 from ckx.software.hooks import load_hooks as load_hook_file
 from ckx.store.context import Context
 from ckx.store.entry import validate_meta
-from ckx.store.generic import entry_rank, resolve_entry
+from ckx.store.generic import entry_rank, find_entries, resolve_entry
 from ckx.store.index import EntryRecord, Query, split_tags
 
 MODULE = "soft"
@@ -144,12 +144,23 @@ def get_soft(ctx: Context, name: str) -> SoftEntry:
     """The soft entry called ``name`` (alias or uid, ``repo:`` prefix allowed); NotFound/UsageError otherwise.
 
     A name several repos use resolves to the best-ranked entry (``resolve_entry``): the built-in
-    ``compiler.python`` stays the one ckx runs after a repo with a CK-format namesake is pulled.
+    ``compiler.python`` stays the one ckx runs after a repo with a CK-format namesake is pulled. Of
+    several entries of equal rank, the one ckx can run (a native soft with ``detect``) is taken when it
+    is the only one; Ambiguous otherwise.
     """
     repo = None
     if ":" in name:
         repo, name = name.rsplit(":", 1)
-    record = resolve_entry(ctx, Cid(module=MODULE, entry=name, repo=repo))
+    cid = Cid(module=MODULE, entry=name, repo=repo)
+    try:
+        record = resolve_entry(ctx, cid)
+    except Ambiguous:
+        # A pulled CK repo brings softs of the same names (compiler.python, compiler.gcc, tool.cmake) that ckx
+        # cannot run: when exactly one candidate has a 'detect' section, the name means that one.
+        runnable = [r for r in find_entries(ctx, cid) if isinstance(r.meta.get("detect"), dict)]
+        if len(runnable) != 1:
+            raise
+        record = runnable[0]
     if not isinstance(record.meta.get("detect"), dict):
         raise UsageError(
             f"soft {record.cid} has no 'detect' section, so ckx cannot run it"

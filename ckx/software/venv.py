@@ -17,6 +17,15 @@ template then, unless the system's pip is visible). ``--python=PATH`` picks the 
 (default: the one running ckx). A template (``--template=mlperf-inference``) pre-installs a list of
 requirements with ``python -m pip`` of the venv; ``$CKX_PIP_ARGS`` adds pip arguments (e.g.
 ``--no-index --find-links DIR`` on a machine without a registry).
+
+When the creating interpreter is itself in a venv, ``python -m venv --system-site-packages`` would
+build on that venv's base interpreter only; ckx adds the creating venv's own site directories too
+(a ``.pth`` file, ``ckx-creator.pth``), so the new venv sees what the interpreter running ckx sees.
+
+Each venv's ``bin/ckx`` is a small shim that runs the ckx which created it, with that ckx's
+interpreter: activating a venv (which may drop another venv's ``bin`` from PATH) keeps ckx reachable.
+The activation also exports ``CK_VENV_PYTHON_BIN`` (the venv's interpreter, which CK's guides pass
+to ``detect soft:compiler.python --full_path=``) and ``CK_VENV_PATH``, as CK's venvs do.
 """
 from __future__ import annotations
 
@@ -41,6 +50,8 @@ from ckx.store.index import EntryRecord
 from ckx.software.environment import merge_env
 from ckx.software.detect import detect_soft
 from ckx.software.envs import delete_env, find_envs
+from ckx.software.probing import Session
+from ckx.transfer.fetch import offline_from_env
 from ckx.store.generic import merged_meta, resolve_entry
 
 log = logging.getLogger(__name__)
@@ -51,6 +62,10 @@ PIP_ARGS_ENV = "CKX_PIP_ARGS"
 VENV_TIMEOUT_S = 600.0
 PIP_TIMEOUT_S = 3600.0
 PYTHON_SOFT = "compiler.python"
+CREATOR_PTH = "ckx-creator.pth"
+SHIM_MARK = "# ckx shim"
+# The directory holding the ckx package that is running (the shim puts it on the path it runs ckx with).
+CKX_ROOT = Path(__file__).resolve().parents[2]
 
 # Templates: the pip packages (built-in package entries of source kind "pip") a new venv gets, installed with
 # their entries' own requirements by the venv's pip.
@@ -161,6 +176,7 @@ def create_venv(
             raise AlreadyExists(f"venv {name} already exists at {path}",
                                 hint=f"remove it first: ckx rm venv:{name} --force")
         env_uids: list[str] = []
+        creator_dirs: list[str] = []
         try:
             argv = [creator, "-m", "venv"]
             if system_site_packages:
@@ -170,11 +186,19 @@ def create_venv(
             ctx.info(f"creating venv {name} in {path} with {creator}")
             _run([*argv, str(path)], timeout=VENV_TIMEOUT_S, what=f"python -m venv {path}")
             interpreter = venv_python(path)
+            if system_site_packages:  # before the template, so that pip sees what is already there
+                creator_dirs = _inherit_creator_sites(ctx, creator, interpreter)
             if requirements:
                 ctx.info(f"installing the {template} template: {' '.join(requirements)}")
+                pip_args = shlex.split(os.environ.get(PIP_ARGS_ENV, ""))
+                if offline_from_env() and "--no-index" not in pip_args:
+                    ctx.info("offline: pip runs with --no-index, so only packages already visible to the venv "
+                             f"(--system_site_packages) or in ${PIP_ARGS_ENV}'s --find-links count")
+                    pip_args.append("--no-index")
                 _run([str(interpreter), "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
-                      *shlex.split(os.environ.get(PIP_ARGS_ENV, "")), *requirements],
+                      *pip_args, *requirements],
                      timeout=PIP_TIMEOUT_S, what=f"pip install into venv {name}", env=_clean_env())
+            write_shim(path)
             python_env = _record_python(ctx, name, interpreter)
             env_uids.append(python_env.uid)
             meta = {
@@ -190,6 +214,7 @@ def create_venv(
                 "template": template,
                 "requirements": requirements,
                 "system_site_packages": system_site_packages,
+                "creator_site_dirs": creator_dirs,
                 "own_pip": bootstrap_pip,
                 "env_uids": env_uids,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -202,6 +227,55 @@ def create_venv(
             raise
     ctx.info(f"created venv {name}: python {python_env.version} (env {python_env.uid})")
     return _venv_from_entry(record)
+
+
+def _inherit_creator_sites(ctx: Context, creator: str, interpreter: Path) -> list[str]:
+    """Let a --system-site-packages venv see the creating interpreter's own venv site directories.
+
+    ``python -m venv`` links a new venv to the base interpreter, so when ``creator`` is itself a venv
+    the new one would miss that venv's packages. The directories on the creator's path (PYTHONPATH left
+    out) that the new interpreter lacks go into ``ckx-creator.pth`` of its site-packages, after its own;
+    those holding ``.pth`` files are also processed as site directories (editable installs). Returns
+    the directories added (none when the creator is no venv).
+    """
+    session = Session(ctx)
+    try:
+        wanted = session.interpreter(creator).default_path
+        present = set(session.interpreter(str(interpreter)).path)
+    finally:
+        session.save_cache()
+    extra = [d for d in wanted if d not in present and os.path.isdir(d)]
+    if not extra:
+        return []
+    sites = sorted(interpreter.parent.parent.glob("lib/python*/site-packages"))
+    if not sites:
+        raise CkxError(f"the new venv at {interpreter.parent.parent} has no lib/python*/site-packages")
+    with_pth = [d for d in extra if any(n.endswith(".pth") for n in os.listdir(d))]
+    lines = [f"# written by ckx create venv: the site directories of {creator}, which created this venv", *extra]
+    if with_pth:
+        lines.append("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in with_pth))
+    (sites[0] / CREATOR_PTH).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ctx.info(f"venv sees the packages of {creator}: {len(extra)} site director{'y' if len(extra) == 1 else 'ies'} "
+             f"added ({sites[0] / CREATOR_PTH})")
+    return extra
+
+
+def shim_text(python: str = sys.executable, root: Path = CKX_ROOT) -> str:
+    """The ``bin/ckx`` of a venv: runs this ckx (its package at ``root``) with ``python``, the venv's own aside."""
+    code = ("import sys; root = sys.argv.pop(1); root in sys.path or sys.path.insert(0, root); "
+            "from ckx.cli.main import main; sys.exit(main())")
+    return (f"#!/bin/sh\n{SHIM_MARK}: the ckx that created this venv, with its own interpreter\n"
+            f"exec {shlex.quote(python)} -c {shlex.quote(code)} {shlex.quote(str(root))} \"$@\"\n")
+
+
+def write_shim(path: Path) -> Path | None:
+    """Write ``bin/ckx`` into the venv at ``path`` unless a ckx (a real install, or a shim) is there already."""
+    shim = path / "bin" / "ckx"
+    if os.path.lexists(shim) or not shim.parent.is_dir():
+        return None
+    shim.write_text(shim_text(), encoding="utf-8")
+    shim.chmod(0o755)
+    return shim
 
 
 def _record_python(ctx: Context, name: str, interpreter: Path):
@@ -340,15 +414,23 @@ def remove_venv(ctx: Context, venv: Venv) -> list[str]:
     return [env.uid for env in owned]
 
 
+def venv_variables(venv: Venv) -> dict[str, str]:
+    """What activating a venv exports besides ``activate``'s own: its name, and CK's CK_VENV_* names."""
+    return {"CKX_VENV": venv.name, "CK_VENV_PATH": str(venv.path), "CK_VENV_PYTHON_BIN": str(venv.python)}
+
+
 def activation_snippet(venv: Venv) -> str:
     """Shell lines that activate the venv (POSIX shells), and say which ckx venv it is."""
     activate = venv.path / "bin" / "activate"
-    return f". {shlex.quote(str(activate))}\nexport CKX_VENV={shlex.quote(venv.name)}"
+    lines = [f". {shlex.quote(str(activate))}"]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in venv_variables(venv).items()]
+    return "\n".join(lines)
 
 
 def activation_environment(venv: Venv, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment that ``activate`` would produce, for a spawned shell."""
-    layer = {"PYTHONHOME": None, "VIRTUAL_ENV": str(venv.path), "PATH": str(venv.path / "bin"), "CKX_VENV": venv.name}
+    layer: dict[str, str | None] = {"PYTHONHOME": None, "VIRTUAL_ENV": str(venv.path), "PATH": str(venv.path / "bin")}
+    layer.update(venv_variables(venv))
     return merge_env(os.environ if base is None else base, [layer])
 
 
@@ -385,6 +467,7 @@ def action_activate(ctx: Context, inp: dict) -> dict:
     if not venv.python.exists():
         raise NotFound(f"venv {venv.name} has no interpreter at {venv.python}",
                        hint=f"recreate it: ckx rm venv:{venv.name} --force && ckx create venv:{venv.name}")
+    write_shim(venv.path)  # a venv made by an older ckx has none
     snippet = activation_snippet(venv)
     if inp.get("print") or not (ctx.interactive and sys.stdout.isatty()):
         return {"return": 0, **venv.summary(), "snippet": snippet, "text": snippet}
