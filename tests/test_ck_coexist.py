@@ -423,11 +423,7 @@ def test_an_unzipped_default_package_in_local_never_shadows_a_built_in_one(ckx_h
     assert choose_candidate(ctx, find_candidates(ctx, tags=tags), asked=tags).record.repo == "local"
 
 
-@pytest.mark.xfail(strict=True, reason="unzip does not mark the entries it merges into an existing repo yet "
-                                       "(ckx.store.entry.mark_foreign); remove this mark once it does")
 def test_the_archive_default_attack_through_unzip_is_held(ckx_home, tmp_path):
-    from ckx.api import ACTIONS  # reason: only to learn whether unzip declares --allow_code on this tree
-
     alias = "model-efficientnet-lite0-onnx"
     meta = marked_model("x")
     del meta["provenance"]
@@ -435,9 +431,7 @@ def test_the_archive_default_attack_through_unzip_is_held(ckx_home, tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr(f"packages/{alias}/meta.json", json.dumps(meta))
         zf.writestr(f"packages/{alias}/install.py", "def install(install_dir):\n    raise SystemExit('ran')\n")
-    unzip = next(a for a in ACTIONS if a.name == "unzip")
-    extra = ["--allow_code"] if any(o.name == "allow_code" for o in unzip.options) else []
-    proc = ckx(ckx_home, "unzip", "repo:local", f"--zip={archive}", *extra)
+    proc = ckx(ckx_home, "unzip", "repo:local", f"--zip={archive}", "--allow_code")
     assert proc.returncode == 0, proc.stderr
     stored = json.loads((ckx_home / "repos" / "local" / "packages" / alias / "meta.json").read_text())
     assert foreign_origin(stored) == "unzipped"

@@ -522,7 +522,10 @@ def test_unzip_overwrite_semantics(tmp_path):
 
     result = ok(access({"action": "unzip", "module": "repo", "zip": str(archive), "overwrite": "yes"}))
     assert result["overwritten"] == ["experiment:kept"] and result["skipped"] == [] and result["clashes"] == []
-    assert meta_path.read_text() == original
+    # the archive's meta, marked as having come from that archive
+    replaced = json.loads(meta_path.read_text())
+    assert replaced.pop("provenance") == {"origin": "unzipped", "source": archive.name}
+    assert replaced == json.loads(original)
     assert (Path(entry["path"]) / "extra.txt").read_text() == "local only"
     assert cids(access({"action": "search", "module": "experiment", "tags": "bench"})) == ["local:experiment:kept"]
 

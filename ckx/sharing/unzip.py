@@ -32,7 +32,7 @@ from ckx.sharing.unzip_checks import (Member, check_zip_members, code_reasons, i
                                       read_chunks, read_member, read_member_meta)
 from ckx.sharing.zip import DEFAULT_ARCHIVE
 from ckx.store.context import Context
-from ckx.store.entry import META_SCHEMA_VERSION, normalise_tags
+from ckx.store.entry import META_SCHEMA_VERSION, mark_foreign, normalise_tags
 from ckx.store.index import Query
 from ckx.store.repo import DIR_KINDS, META_NAMES, NATIVE_REPO_FILE, Repo, detect_format, read_repo_description
 from ckx.transfer.fetch import fetch, filename_from_url, load_url_map, offline_from_env
@@ -306,6 +306,18 @@ def _code_carriers(plans: list[_EntryPlan], others: list[Member]) -> list[str]:
     return found
 
 
+def _mark_unzipped(plan: _EntryPlan, archive: Path) -> None:
+    """Give an entry merged into an existing repo a provenance mark, so it never outranks the built-in
+    and the user's own entries (whatever the archive says of itself); its meta is written as meta.json."""
+    if plan.meta is None:
+        return
+    meta = mark_foreign(dict(plan.meta), "unzipped", archive.name)
+    for name in META_NAMES:
+        plan.files.pop((name,), None)
+    plan.files[("meta.json",)] = (json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    plan.meta = meta
+
+
 def _merge(ctx: Context, zf: zipfile.ZipFile, archive: Path, members: list[Member], repo: Repo,
            overwrite: bool, allow_code: bool, limits: Limits) -> UnzipResult:
     """Extract entries into an existing native repo: everything staged first, then moved in at once.
@@ -320,6 +332,8 @@ def _merge(ctx: Context, zf: zipfile.ZipFile, archive: Path, members: list[Membe
         raise UsageError(repo.read_only_reason() or f"repo {repo.name!r} is read-only",
                          hint="unzip into a native repo (the default, local, or one made with 'ckx add repo:NAME')")
     plans, others, unused = _plan_entries(zf, archive, members, repo, limits)
+    for plan in plans:
+        _mark_unzipped(plan, archive)
     # Every check before the first write: links on disk on the way to each destination.
     checker = ArchiveChecker(archive, verb="unzip")
     for plan in plans:
@@ -391,7 +405,7 @@ def _merge(ctx: Context, zf: zipfile.ZipFile, archive: Path, members: list[Membe
     if unused:
         log.debug("not written from %s: %s", archive, ", ".join(unused))
     return UnzipResult(repo.name, False, tuple(p.label for p in new), tuple(p.label for p in replace), tuple(skipped),
-                       len(written) + len(replaced), tuple(clashes), tuple(written), tuple(replaced))
+                       len(written) + len(replaced), tuple(clashes), tuple(sorted(written)), tuple(sorted(replaced)))
 
 
 def _download_archive(ctx: Context, url: str, workdir: Path) -> Path:
