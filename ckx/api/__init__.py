@@ -297,6 +297,9 @@ def normalise(request: dict) -> dict:
     for ck_key, key in CK_KEYS.items():
         if ck_key in inp and key not in inp:
             inp[key] = inp.pop(ck_key)
+    for key in ("action", "module", "entry", "repo", "cid"):
+        if inp.get(key) is not None and not isinstance(inp[key], str):
+            raise UsageError(f"{key!r} must be a string, not {type(inp[key]).__name__}")
     cid_text = inp.pop("cid", None)
     if cid_text:
         cid = Cid.parse(cid_text)
