@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ckx.core.errors import MetaError
-from ckx.core.limits import DEFAULT_LIMITS
+from ckx.core.limits import Limits, home_limits
 
 
 def _read_bounded(path: Path, max_bytes: int | None) -> bytes:
@@ -18,7 +18,7 @@ def _read_bounded(path: Path, max_bytes: int | None) -> bytes:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise MetaError(f"{path}: larger than the {max_bytes}-byte limit for meta files",
-                        hint="raise 'limits.meta_max_bytes' in $CKX_HOME/settings.json if the file is trusted")
+                        hint="if the file is trusted, raise 'limits.meta_max_bytes' in $CKX_HOME/settings.json (then 'ckx reindex')")
     return data
 
 
@@ -57,9 +57,17 @@ def read_yaml(path: Path, *, max_bytes: int | None = None) -> Any:
         raise MetaError(f"{path}: nested too deeply to parse") from None
 
 
-def read_meta_file(path: Path, *, max_bytes: int = DEFAULT_LIMITS.meta_max_bytes,
-                   max_depth: int = DEFAULT_LIMITS.meta_max_depth) -> dict:
-    """Read a meta file by its suffix; the top level must be a mapping, within the size and depth bounds."""
+def read_meta_file(path: Path, *, limits: Limits | None = None, max_bytes: int | None = None,
+                   max_depth: int | None = None) -> dict:
+    """Read a meta file by its suffix; the top level must be a mapping, within the size and depth bounds.
+
+    The bounds are ``max_bytes``/``max_depth`` when given, else those of ``limits`` (default: the
+    home's, ``home_limits()``: settings.json over the defaults).
+    """
+    if max_bytes is None or max_depth is None:
+        limits = limits or home_limits()
+        max_bytes = limits.meta_max_bytes if max_bytes is None else max_bytes
+        max_depth = limits.meta_max_depth if max_depth is None else max_depth
     reader = read_yaml if path.suffix in (".yaml", ".yml") else read_json
     data = reader(path, max_bytes=max_bytes)
     if not isinstance(data, dict):
@@ -67,7 +75,7 @@ def read_meta_file(path: Path, *, max_bytes: int = DEFAULT_LIMITS.meta_max_bytes
     depth, is_json = _scan(data)
     if depth > max_depth:
         raise MetaError(f"{path}: nested {depth} levels deep, over the limit of {max_depth}",
-                        hint="raise 'limits.meta_max_depth' in $CKX_HOME/settings.json if the file is trusted")
+                        hint="if the file is trusted, raise 'limits.meta_max_depth' in $CKX_HOME/settings.json (then 'ckx reindex')")
     if not is_json:
         _name_the_field(path, data)
     return data

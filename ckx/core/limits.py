@@ -96,3 +96,25 @@ def nesting_depth(value: Any) -> int:
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+_HOME_LIMITS: dict[Path, tuple[int | None, Limits]] = {}
+
+
+def home_limits(settings_path: Path | None = None) -> Limits:
+    """The limits of a home: its settings.json (default: that of ``$CKX_HOME``, the home this process works
+    in) over the defaults. Read again whenever the file changes; no file gives the defaults."""
+    if settings_path is None:
+        from ckx.core.home import Home  # lazily: limits must not need a home to be defined
+
+        settings_path = Home.from_env().settings_path
+    try:
+        stamp: int | None = settings_path.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    cached = _HOME_LIMITS.get(settings_path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    limits = DEFAULT_LIMITS if stamp is None else Limits.from_settings(settings_path)
+    _HOME_LIMITS[settings_path] = (stamp, limits)
+    return limits

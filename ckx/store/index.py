@@ -13,6 +13,7 @@ from ckx.core.cid import has_wildcard, is_uid
 from ckx.core.errors import MetaError
 from ckx.core.home import Home
 from ckx.core.jsonio import read_meta_file
+from ckx.core.limits import home_limits
 from ckx.store.repo import Registry, Repo, ck_entry_ids
 from ckx.store.stamps import ModuleStamps, Stamp, stamp_of
 
@@ -139,6 +140,7 @@ class Index:
 
     def __init__(self, home: Home, registry: Registry, *, warn: Callable[[str], None] | None = None) -> None:
         self.home = home
+        self.limits = home_limits(home.settings_path)  # meta size and depth bounds (settings.json)
         self.registry = registry
         self._warn = warn or (lambda message: log.warning(message))
         self._refreshed: set[str] | None = None  # modules refreshed in this process (None: not yet)
@@ -486,7 +488,7 @@ class Index:
         meta: dict = {}
         if refused is None:
             try:
-                meta = read_meta_file(meta_path)
+                meta = read_meta_file(meta_path, limits=self.limits)
             except MetaError as exc:
                 error = str(exc)
             except OSError as exc:

@@ -129,3 +129,21 @@ def test_an_entry_with_a_lone_surrogate_is_skipped_with_a_warning(ckx_home):
     result = _search()
     assert [e["alias"] for e in result["entries"]] == ["good"]
     assert any("lone surrogate" in w for w in result["warnings"])
+
+
+def test_meta_limits_in_settings_json_govern_listing_after_a_reindex(ckx_home):
+    root = _local_experiments(ckx_home)
+    _good(root)
+    nested = _entry(root, "nested", json.dumps({"uid": "00000000000000a4", "alias": "nested", "tags": ["t"],
+                                                "x": [[[[[[[[[[1]]]]]]]]]]}))
+    assert sorted(e["alias"] for e in _search()["entries"] if e["repo"] == "local") == ["good", "nested"]
+    # a stricter home: the entry is refused with a warning naming the file and the setting
+    (ckx_home / "settings.json").write_text(json.dumps({"limits": {"meta_max_depth": 5}}))
+    assert access({"action": "reindex"})["return"] == 0
+    result = _search()
+    assert [e["alias"] for e in result["entries"] if e["repo"] == "local"] == ["good"]
+    assert any(str(nested) in w and "over the limit of 5" in w for w in result["warnings"])
+    # raised again, then reindexed: the entry is back
+    (ckx_home / "settings.json").write_text(json.dumps({"limits": {"meta_max_depth": 64}}))
+    assert access({"action": "reindex"})["return"] == 0
+    assert sorted(e["alias"] for e in _search()["entries"] if e["repo"] == "local") == ["good", "nested"]
