@@ -47,10 +47,12 @@ from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, Integrity
 from ckx.software.hooks import call_hook, load_hooks
 from ckx.software.environment import env_text, merge_env, render_text
 from ckx.store.index import EntryRecord, Query
+from ckx.software import ckinstall
+from ckx.software.ckpackage import is_ck_package
 from ckx.software.packages import Candidate, same_version
 from ckx.software.detect import detect_soft
 from ckx.software.envs import EnvRecord, ResolvedDep, delete_env, find_envs, record_env
-from ckx.transfer.checksum import Checker
+from ckx.transfer.checksum import Checker, file_digest
 from ckx.transfer.fetch import (cached_download_path, download_hint, fetch, filename_from_url, load_url_map, local_copy,
                                 url_key)
 from ckx.transfer.unpack import unpack
@@ -226,7 +228,10 @@ class _Installation:
         self.ctx = ctx
         self.candidate = candidate
         self.meta = candidate.meta
-        self.source: dict = dict(candidate.meta["source"])
+        # A CK-format package: its plan (tier, and the ckx source its native tier maps to); refused ones raise here.
+        self.ck = ckinstall.plan(ctx, candidate) if is_ck_package(candidate.meta) else None
+        self.source: dict = dict(self.ck.source if self.ck else candidate.meta["source"])
+        self.fetched_sha256: str | None = None
         self.requested_version = version
         self.local_path = Path(local_path).expanduser() if local_path else None
         self.offline = offline
@@ -239,7 +244,7 @@ class _Installation:
     # -- the steps ------------------------------------------------------------------------------
     def run(self, resolved: list[ResolvedDep], previous: list[EnvRecord]) -> InstallResult:
         python, python_env = _python_of(resolved)
-        if self.source["kind"] == "pip" and not self.force and self.local_path is None:
+        if self.source["kind"] == "pip" and not self.force and self.local_path is None and self.ck is None:
             available = self._already_available(python, python_env)
             if available is not None:
                 return InstallResult(available, "already-available", self.candidate)
@@ -259,9 +264,15 @@ class _Installation:
         try:
             env = dependency_environment(resolved)
             ctx.info(f"installing {candidate.label} into {tools}")
+            if self.ck is not None:
+                ctx.info(f"CK package, {self.ck.tier} tier: {self.ck.reason}")
+                for note in self.ck.notes:
+                    ctx.info(note)
             downloaded, version, extra = self._obtain(env, python)
-            hook_path = hook_file(ctx, candidate.record)
-            if hook_path is not None:
+            hook_path = hook_file(ctx, candidate.record) if self.ck is None else None
+            if self.ck is not None:
+                ckinstall.check_full_path(self.ck, self.stage)
+            elif hook_path is not None:
                 hook = load_hook(hook_path)
                 extra.update(run_hook(
                     hook, hook_path, install_dir=self.stage, package_dir=candidate.record.path, meta=self.meta,
@@ -281,6 +292,8 @@ class _Installation:
         """Fill the staging directory from the source: (downloaded file, version, extra env vars)."""
         kind = self.source["kind"]
         version = self.candidate.version
+        if self.ck is not None:
+            return self._obtain_ck(env, python)
         if kind == "download":
             return self._download(), version, {}
         if kind == "pip":
@@ -294,6 +307,24 @@ class _Installation:
             return self.local_path, version, {}  # a hook package that takes a directory gets it as ``downloaded``
         return None, version, {}
 
+    def _obtain_ck(self, env: dict[str, str], python: str) -> tuple[Path | None, str | None, dict[str, str]]:
+        """A CK package: ckx's download or pip (native), a git clone (native), or CK's script (ck-script)."""
+        assert self.ck is not None and self.stage is not None
+        version = self.ck.package.version
+        kind = self.source["kind"]
+        if kind == "download":
+            return self._download(), version, {}
+        if kind == "pip":
+            return None, self._pip(env, python) or version, {}
+        if self.local_path is not None:
+            raise UsageError(f"{self.candidate.label} is a CK {kind} package: --local_path does not apply")
+        if kind == "git":
+            ckinstall.clone(self.ctx, self.ck, self.stage, offline=self.offline)
+            return None, version, {}
+        script_env = ckinstall.script_environment(self.ck, self.stage, env, python=python)
+        ckinstall.run_script(self.ctx, self.ck, self.stage, script_env)
+        return None, version, {}
+
     # -- download sources -----------------------------------------------------------------------
     def _download(self) -> Path:
         ctx, source, label = self.ctx, self.source, self.candidate.label
@@ -301,7 +332,7 @@ class _Installation:
         if not urls and self.local_path is None:
             raise MetaError(f"{self.candidate.record.meta_path}: field 'source.urls': package {label} has no URL")
         checker = Checker.from_meta(source)
-        if checker is None:
+        if checker is None and not source.get("record_sha256"):
             ctx.warn(f"{label} declares no md5 or sha256: the download cannot be verified")
         origin = urls[0] if urls else str(self.local_path)
         filename = source.get("filename") or (filename_from_url(urls[0]) if urls else Path(origin).name)
@@ -327,6 +358,9 @@ class _Installation:
                 exc.variation = self.candidate.variation
                 raise
         assert self.stage is not None
+        if checker is None and source.get("record_sha256"):
+            self.fetched_sha256 = file_digest(dest)
+            ctx.info(f"recorded the sha256 of {filename}: {self.fetched_sha256} (the package declares no checksum)")
         if source.get("unpack"):
             ctx.info(f"unpacking {filename}")
             try:
@@ -385,7 +419,8 @@ class _Installation:
         targets = requirements
         if self.local_path is not None:
             targets = self._local_pip_targets(requirements, args)
-        argv = [python, "-m", "pip", "install", "--target", str(self.stage), *args, *targets]
+        target = self.stage / str(self.source.get("target_subdir") or "")
+        argv = [python, "-m", "pip", "install", "--target", str(target), *args, *targets]
         timeout = float(self.source.get("timeout_s") or PIP_TIMEOUT_S)
         self.ctx.info("running pip install " + " ".join(targets))
         pip_env = dict(env)
@@ -393,11 +428,11 @@ class _Installation:
         _run_checked(argv, env=pip_env, timeout=timeout, what=f"pip install for {self.candidate.label}",
                      hint="check the requirement and pip's registry settings; for a machine without a registry, "
                           "pass a wheel or a directory of wheels with --local_path=PATH")
-        version = _installed_version(self.stage, requirements[0])
+        version = _installed_version(target, requirements[0])
         import_name = self.source.get("import_name")
         if import_name:
             check_env = dict(env)
-            check_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.stage), env.get("PYTHONPATH")]))
+            check_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
             _run_checked([python, "-c", f"import {import_name}"], env=check_env, timeout=IMPORT_CHECK_TIMEOUT_S,
                          what=f"import {import_name} after installing {self.candidate.label}", cwd=self.stage)
         return version
@@ -454,6 +489,8 @@ class _Installation:
 
     def _record(self, resolved: list[ResolvedDep], version: str | None, extra: dict[str, str]) -> EnvRecord:
         assert self.final is not None
+        if self.ck is not None:
+            return self._record_ck(resolved, version)
         install_dir = str(self.final)
         env = self._render_env({"install_dir": install_dir})
         hook = hook_file(self.ctx, self.candidate.record) or self.candidate.record.path / HOOK_FILE
@@ -468,6 +505,29 @@ class _Installation:
             tags=list(self.candidate.tags), package=self.candidate.name, install_dir=install_dir,
             env_prefix=self.meta.get("env_prefix"), deps={d.name: d.env_uid for d in resolved if d.env_uid},
             name=self.meta.get("name"), detected_by="package", extra_meta=extra_meta,
+        )
+
+    def _record_ck(self, resolved: list[ResolvedDep], version: str | None) -> EnvRecord:
+        """The env of a CK package: the names its CK soft entry sets (ckinstall.ck_env), its tier and checksums."""
+        assert self.final is not None and self.ck is not None
+        extra_meta: dict[str, Any] = {"variation": self.candidate.variation, "package_uid": self.candidate.record.uid,
+                                      "ck_tier": self.ck.tier, "ck_reason": self.ck.reason}
+        if self.fetched_sha256:
+            extra_meta["sha256"] = self.fetched_sha256
+        for algorithm in ("sha256", "md5"):
+            if self.source.get(algorithm):
+                extra_meta[f"verified_{algorithm}"] = self.source[algorithm]
+        if self.ck.notes:
+            extra_meta["notes"] = list(self.ck.notes)
+        if self.source["kind"] == "pip":
+            extra_meta["python"] = self.python
+        return record_env(
+            self.ctx, soft=self.ck.soft_alias, version=version,
+            full_path=str(ckinstall.full_path_of(self.ck, self.final)), env=ckinstall.ck_env(self.ck, self.final),
+            tags=list(self.candidate.tags), package=self.candidate.name, install_dir=str(self.final),
+            env_prefix=self.ck.env_prefix, deps={d.name: d.env_uid for d in resolved if d.env_uid},
+            name=self.ck.package.meta.get("package_extra_name") or self.candidate.name, detected_by="package",
+            extra_meta=extra_meta,
         )
 
     def _render_env(self, values: Mapping[str, str]) -> dict[str, str]:

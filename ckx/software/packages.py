@@ -13,6 +13,7 @@ from ckx.store.context import Context
 from ckx.store.entry import deep_merge, load_meta, normalise_tags, validate_meta
 from ckx.store.generic import find_entries, merged_meta
 from ckx.store.index import EntryRecord, split_tags
+from ckx.software.ckpackage import REFUSED, install_tier, is_ck_package
 
 SOURCE_KINDS = ("download", "pip", "hook")
 
@@ -188,6 +189,13 @@ def choose_package(
         ctx, find_candidates(ctx, tags=tags, alias=alias, repo=repo, variation=variation, version=version),
         asked=asked,
     )
+    if is_ck_package(candidate.meta):
+        tier, reason = install_tier(load_meta(candidate.record.meta_path), candidate.record.path,
+                                    ctx.registry.get(candidate.record.repo), candidate.variation)
+        if tier == REFUSED:
+            raise MetaError(f"{candidate.record.meta_path}: ckx does not install CK package {candidate.label}: {reason}",
+                            hint="'ckx search package --installable' lists the CK packages ckx installs and how")
+        return candidate  # a CK package: ckx.software.ckinstall plans its installation
     source = candidate.meta.get("source")
     if not isinstance(source, dict) or source.get("kind") not in SOURCE_KINDS:
         raise MetaError(

@@ -1,0 +1,369 @@
+"""Installing CK-format packages: the plan for one package, git clones, CK scripts, and the env CK would record.
+
+ckx.software.install drives the installation (lock, staging directory, move into place, env record) and
+asks this module for the parts that are CK's:
+
+* ``plan(ctx, candidate)`` classifies the package (ckx.software.ckpackage.install_tier) and refuses, with the
+  reason, what ckx does not install; a CK-script package from a repo that did not come from the user's own
+  pull or add is refused too (``ck_scripts_allowed``).
+* Native packages become a ckx ``source`` (``download``: the URL, CK's checksum, unpacking; ``pip``: the
+  requirement and ``PIP_INSTALL_OPTIONS``), so ckx's own fetch, checksum, unpack and pip do the work; a
+  ``PACKAGE_GIT`` package is cloned by ``clone``. No shell script runs.
+* CK-script packages run under ``run_script`` with CK's environment, in the staging directory, with a
+  timeout; the output goes to a log under ``$CKX_HOME/logs`` that is kept (and copied into the install).
+* ``ck_env`` is what the package's CK soft entry sets: ``<env_prefix>`` and its derived names.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ckx.core.errors import CkxError, DownloadError, MetaError, UsageError
+from ckx.store.context import Context
+from ckx.store.entry import load_meta
+from ckx.store.repo import Repo
+from ckx.transfer.fetch import load_url_map, map_url
+from ckx.software.ckpackage import (CK_SCRIPT, CK_TARGET_OS_ID, NATIVE, REFUSED, CkPackage, ck_entry_dir,
+                                    ck_scripts_allowed, classify, is_ck_package, is_pip_script, yes)
+
+SCRIPT_TIMEOUT_ENV = "CKX_CK_SCRIPT_TIMEOUT"
+SCRIPT_TIMEOUT_S = 4 * 3600.0
+GIT_TIMEOUT_S = 1800.0
+LOG_NAME = "ck-install.log"
+# pip options of CK's Python-package script that do not fit ``pip install --target`` (ckx's own layout).
+PIP_OPTIONS_DROPPED = ("--user", "--prefix", "--root", "--target")
+
+
+@dataclass
+class CkPlan:
+    """How one CK package installs: its tier and reason, the ckx source for the native tier, its soft."""
+
+    package: CkPackage
+    tier: str
+    reason: str
+    label: str
+    source: dict = field(default_factory=dict)
+    soft_alias: str | None = None
+    env_prefix: str | None = None
+    soft_customize_text: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """The ckx source kind this plan maps to: download, pip, git or script."""
+        return str(self.source.get("kind") or "script")
+
+
+def plan(ctx: Context, candidate: Any) -> CkPlan:
+    """The plan for a CK-format candidate; MetaError (refused, with the reason) or UsageError (scripts not allowed)."""
+    record = candidate.record
+    repo = ctx.registry.get(record.repo)
+    meta = load_meta(record.meta_path)
+    package = CkPackage.load(meta, record.path, repo, candidate.variation)
+    tier, reason = classify(package)
+    if tier == REFUSED:
+        raise MetaError(f"{record.meta_path}: ckx does not install CK package {candidate.label}: {reason}",
+                        hint="'ckx search package --installable' lists the CK packages ckx installs and how")
+    result = CkPlan(package, tier, reason, candidate.label)
+    _add_soft(ctx, result, meta, repo)
+    if tier == CK_SCRIPT:
+        allowed, why = ck_scripts_allowed(repo, ctx.home.repos_dir)
+        if not allowed:
+            raise UsageError(f"{candidate.label} installs by running CK's scripts ({reason}); {why}",
+                             hint="pull the repo with 'ckx pull repo --url=...' or add it with 'ckx add repo:NAME --path=DIR'")
+        result.notes.append(f"running CK's scripts: {why}")
+        result.source = {"kind": "script"}
+        return result
+    result.source = _native_source(package, result)
+    return result
+
+
+def _add_soft(ctx: Context, result: CkPlan, meta: Mapping[str, Any], repo: Repo) -> None:
+    soft_uoa = meta.get("soft_uoa")
+    if not soft_uoa:
+        return
+    soft_dir = ck_entry_dir(repo.path, "soft", str(soft_uoa))
+    if soft_dir is None:
+        result.soft_alias = str(soft_uoa)
+        return
+    result.soft_alias = soft_dir.name
+    try:
+        soft_meta = load_meta(soft_dir / ".cm" / "meta.json")
+    except CkxError:
+        return
+    result.env_prefix = (soft_meta.get("customize") or {}).get("env_prefix") or soft_meta.get("env_prefix")
+    try:
+        result.soft_customize_text = (soft_dir / "customize.py").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        result.soft_customize_text = ""
+
+
+def _native_source(package: CkPackage, result: CkPlan) -> dict:
+    env = package.linux_env()
+    script = package.script()
+    if script is not None and is_pip_script(script.path) and env.get("PYTHON_PACKAGE_NAME"):
+        name = env["PYTHON_PACKAGE_NAME"]
+        version = env.get("PACKAGE_VERSION") or env.get("PYTHON_PACKAGE_VERSION")
+        options = [o for o in shlex.split(env.get("PIP_INSTALL_OPTIONS", ""))
+                   if not o.startswith(PIP_OPTIONS_DROPPED)]
+        return {"kind": "pip", "requirements": [f"{name}=={version}" if version else name], "pip_args": options,
+                "target_subdir": "build"}
+    if env.get("DOWNLOAD_URL") and env.get("DOWNLOAD_FILE"):
+        url = _join_url(env["DOWNLOAD_URL"], env["DOWNLOAD_FILE"])
+        return _download_source(package, url, env["DOWNLOAD_FILE"], unpack=True, result=result)
+    if yes(env.get("PACKAGE_GIT")):
+        return {"kind": "git", "url": env["PACKAGE_URL"], "subdir": env.get("PACKAGE_SUB_DIR") or "",
+                "checkout": env.get("PACKAGE_GIT_CHECKOUT") or "", "flags": env.get("PACKAGE_GIT_CLONE_FLAGS") or "",
+                "submodules": yes(env.get("PACKAGE_GIT_SUBMODULES"))}
+    name = env["PACKAGE_NAME"]
+    unpack = any(yes(env.get(n)) for n in ("PACKAGE_UNGZIP", "PACKAGE_UNTAR", "PACKAGE_UNZIP", "PACKAGE_UNBZIP",
+                                          "PACKAGE_UNXTAR"))
+    return _download_source(package, _join_url(env["PACKAGE_URL"], name), name, unpack=unpack, result=result)
+
+
+def _download_source(package: CkPackage, url: str, filename: str, *, unpack: bool, result: CkPlan) -> dict:
+    source: dict[str, Any] = {"kind": "download", "urls": [url], "filename": filename, "unpack": unpack}
+    checksum = package.checksum()
+    if checksum is not None:
+        source[checksum[0]] = checksum[1]
+    else:
+        source["record_sha256"] = True
+        result.notes.append(f"{result.label} declares no CK checksum (PACKAGE_MD5, DOWNLOAD_FILE_MD5, ...): "
+                            "ckx records the sha256 of what it fetched")
+    return source
+
+
+def _join_url(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name.lstrip("/")
+
+
+# --------------------------------------------------------------------------- git
+
+
+def clone(ctx: Context, cplan: CkPlan, stage: Path, *, offline: bool) -> dict[str, str]:
+    """``git clone`` a PACKAGE_GIT package into ``stage/PACKAGE_SUB_DIR`` (URL map applied); the commit comes back."""
+    source = cplan.source
+    url = map_url(str(source["url"]), load_url_map(ctx.home))
+    if offline and not url.startswith(("file://", "/")):
+        raise DownloadError(f"{cplan.label}: offline, so not cloning {url}",
+                            hint="map the URL to a local mirror (CKX_URL_MAP or settings.json url_map), or go online")
+    target = stage / source["subdir"] if source.get("subdir") else stage / "src"
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    ctx.info(f"cloning {url}")
+    _git(["clone", *shlex.split(source.get("flags") or ""), "--", url, str(target)], env=env, what=f"git clone {url}")
+    if source.get("checkout"):
+        _git(["-C", str(target), "checkout", source["checkout"]], env=env, what=f"git checkout {source['checkout']}")
+    if source.get("submodules"):
+        _git(["-C", str(target), "submodule", "update", "--init"], env=env, what="git submodule update")
+    commit = _git(["-C", str(target), "rev-parse", "HEAD"], env=env, what="git rev-parse").strip()
+    cplan.notes.append(f"cloned {url} at commit {commit}")
+    return {"url": url, "commit": commit}
+
+
+def _git(args: list[str], *, env: Mapping[str, str], what: str) -> str:
+    try:
+        proc = subprocess.run(["git", *args], env=dict(env), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=GIT_TIMEOUT_S, check=False)
+    except FileNotFoundError:
+        raise CkxError("git is not installed (or not on PATH)", hint="install git to install PACKAGE_GIT packages") from None
+    except subprocess.TimeoutExpired as exc:
+        raise DownloadError(f"{what} did not finish within {GIT_TIMEOUT_S:.0f} s") from exc
+    if proc.returncode != 0:
+        raise DownloadError(f"{what} failed: {proc.stderr.strip()[-500:]}", hint="check the URL and the network")
+    return proc.stdout
+
+
+# --------------------------------------------------------------------------- CK scripts
+
+
+def script_environment(cplan: CkPlan, stage: Path, base: Mapping[str, str], *, python: str) -> dict[str, str]:
+    """CK's environment for a package script: the deps' vars (``base``), install_env, CK's own names."""
+    package = cplan.package
+    script = package.script()
+    assert script is not None
+    env = dict(base)
+    env.update(package.env)
+    env.update({
+        "INSTALL_DIR": str(stage),
+        "PACKAGE_DIR": str(script.entry_dir),
+        "ORIGINAL_PACKAGE_DIR": str(package.entry_dir),
+        "CK_TARGET_OS_ID": CK_TARGET_OS_ID,
+        "CK_HOST_OS_ID": CK_TARGET_OS_ID,
+        "CK_HOST_CPU_NUMBER_OF_PROCESSORS": str(os.cpu_count() or 1),
+        "CK_MD5SUM_CMD": "md5sum",
+        "CK_ENV_COMPILER_PYTHON_FILE": env.get("CK_ENV_COMPILER_PYTHON_FILE") or python,
+    })
+    if package.version:
+        env.setdefault("PACKAGE_VERSION", package.version)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def run_script(ctx: Context, cplan: CkPlan, stage: Path, env: Mapping[str, str], *, timeout: float | None = None) -> Path:
+    """Run the package's CK script in ``stage`` (sourced, as CK does); the log's path comes back.
+
+    The log is ``$CKX_HOME/logs/ck-<package>-<time>.log`` and stays after a failure; on success a copy goes
+    into the installation. Raises CkxError with the log's last lines on failure or after the timeout
+    (``CKX_CK_SCRIPT_TIMEOUT`` seconds, default 4 h; the whole process group is stopped).
+    """
+    script = cplan.package.script()
+    assert script is not None
+    limit = timeout or float(os.environ.get(SCRIPT_TIMEOUT_ENV) or SCRIPT_TIMEOUT_S)
+    logs = ctx.home.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"ck-{cplan.package.entry_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    ctx.info(f"running CK script {script.path} in {stage} (log {log_path})")
+    command = 'cd "$INSTALL_DIR" && . "$CKX_CK_SCRIPT"'
+    run_env = dict(env, CKX_CK_SCRIPT=str(script.path))
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"# {cplan.label}: {script.path}\n# INSTALL_DIR={stage}\n")
+        log.flush()
+        proc = subprocess.Popen(["bash", "-c", command], cwd=stage, env=run_env, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            status = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc)
+            raise CkxError(f"the CK script of {cplan.label} did not finish within {limit:.0f} s; log: {log_path}",
+                           hint=f"raise the limit with {SCRIPT_TIMEOUT_ENV}=SECONDS; nothing was installed") from None
+        except BaseException:
+            _stop_group(proc)
+            raise
+    check = str(cplan.package.meta.get("check_exit_status", "yes")).lower() != "no"
+    if status != 0 and check:
+        tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
+        raise CkxError(f"the CK script of {cplan.label} failed (exit status {status}); log: {log_path}\n{tail}",
+                       hint="nothing was installed; the log above is kept")
+    relink_into(stage)
+    (stage / LOG_NAME).write_bytes(log_path.read_bytes())
+    return log_path
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def relink_into(stage: Path) -> int:
+    """Absolute symlinks under ``stage`` that point into it become relative, so they survive the move into place."""
+    root = stage.resolve()
+    changed = 0
+    for folder, dirs, files in os.walk(stage):
+        for name in dirs + files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                continue
+            target = os.readlink(path)
+            if not os.path.isabs(target):
+                continue
+            resolved = Path(os.path.normpath(target))
+            try:
+                inside = resolved.is_relative_to(root) or resolved.is_relative_to(stage)
+            except ValueError:
+                inside = False
+            if not inside:
+                continue
+            base = root if resolved.is_relative_to(root) else stage
+            relative = os.path.relpath(base / resolved.relative_to(base), (root / Path(folder).relative_to(stage)))
+            path.unlink()
+            os.symlink(relative, path)
+            changed += 1
+    return changed
+
+
+# --------------------------------------------------------------------------- the env record
+
+
+def full_path_of(cplan: CkPlan, install_dir: Path) -> Path:
+    """The file CK records for the installation (``end_full_path``), else the install directory."""
+    relative = cplan.package.end_full_path
+    return install_dir / relative if relative else install_dir
+
+
+def check_full_path(cplan: CkPlan, stage: Path) -> None:
+    """CK's check that the installation made its ``end_full_path`` (skipped with ``skip_file_check``)."""
+    relative = cplan.package.end_full_path
+    if not relative or yes(cplan.package.customize.get("skip_file_check")):
+        return
+    if not os.path.lexists(stage / relative):
+        raise CkxError(f"{cplan.label} installed, but its end_full_path {relative} is not in the installation",
+                       hint="the package's archive or script did not produce the file its meta names; nothing was installed")
+
+
+def ck_env(cplan: CkPlan, install_dir: Path) -> dict[str, str]:
+    """The variables CK's soft entry sets for this installation (``{install_dir}`` already filled in).
+
+    ``<env_prefix>`` is the installation's root (the directory holding the recorded file, above a ``bin``);
+    ``_BIN``/``_LIB``/``_INCLUDE`` where those directories exist; ``_FILE`` for a recorded file; Python
+    packages add their ``build`` directory to PYTHONPATH; model softs get ``script:process-model``'s names
+    (``ML_MODEL_*``, ``<prefix>_ROOT``, ``MODEL_*`` and ``*_FILE`` from install_env).
+    """
+    package = cplan.package
+    full = full_path_of(cplan, install_dir)
+    env: dict[str, str] = {}
+    ep = cplan.env_prefix
+    root = full.parent if full != install_dir else install_dir
+    if root.name == "bin" and root != install_dir:
+        root = root.parent
+    if ep:
+        env[ep] = str(root)
+        for suffix, names in (("_BIN", ("bin", "install/bin")), ("_LIB", ("lib", "install/lib", "lib64")),
+                              ("_INCLUDE", ("include", "install/include"))):
+            for name in names:
+                if (root / name).is_dir():
+                    env[ep + suffix] = str(root / name)
+                    break
+        if full != install_dir and not full.is_dir():
+            env[ep + "_FILE"] = str(full)
+    if cplan.kind == "pip":
+        env["PYTHONPATH"] = str(install_dir / "build")
+        bin_dir = install_dir / "build" / "bin"
+        if bin_dir.is_dir():
+            env["PATH"] = str(bin_dir)
+    text = cplan.soft_customize_text
+    if ep and "process-model" in text:
+        env.update(_model_vars(package, ep, full))
+    if ep:
+        for ext in ("ONNX", "PB", "TFLITE", "PT", "PLAN"):
+            if f"'_{ext}_FILENAME'" in text or f'"_{ext}_FILENAME"' in text:
+                env[f"{ep}_{ext}_FILENAME"] = full.name
+                env[f"{ep}_{ext}_FILEPATH"] = str(full)
+    return env
+
+
+def _model_vars(package: CkPackage, ep: str, full: Path) -> dict[str, str]:
+    install_env = package.env
+    root = full.parent
+    env = {f"{ep}_ROOT": str(root), "ML_MODEL_ROOT": str(root)}
+    model_file, model_path = full.name, full
+    if model_file == "dummy" or not full.is_file():
+        model_file = install_env.get("PACKAGE_NAME") or model_file
+        model_path = root / model_file
+    env["ML_MODEL_FILENAME"] = model_file
+    env["ML_MODEL_FILEPATH"] = str(model_path)
+    for name, value in install_env.items():
+        if name.endswith("_FILE"):
+            env[f"{ep}_{name[:-len('_FILE')]}"] = str(root / value)
+    for name, value in install_env.items():
+        if name.startswith("MODEL_"):
+            env[ep + name[len("MODEL"):]] = value
+    for name, value in install_env.items():
+        if name.startswith("ML"):
+            env[name] = value
+    return env
+
+
+__all__ = ["CkPlan", "NATIVE", "CK_SCRIPT", "REFUSED", "check_full_path", "ck_env", "clone", "full_path_of",
+           "is_ck_package", "plan", "relink_into", "run_script", "script_environment"]
