@@ -29,13 +29,14 @@ from ckx.store.context import Context
 from ckx.store.entry import load_meta
 from ckx.store.repo import Repo
 from ckx.transfer.fetch import load_url_map, map_url
-from ckx.software.ckpackage import (CK_SCRIPT, CK_TARGET_OS_ID, NATIVE, REFUSED, CkPackage, ck_entry_dir,
-                                    ck_scripts_allowed, classify, is_ck_package, is_pip_script, yes)
+from ckx.software.ckpackage import (CK_SCRIPT, CK_TARGET_OS_ID, NATIVE, REFUSED, SHARED_INSTALL_SCRIPT, CkPackage,
+                                    ck_entry_dir, ck_scripts_allowed, classify, is_ck_package, is_pip_script, yes)
 
 SCRIPT_TIMEOUT_ENV = "CKX_CK_SCRIPT_TIMEOUT"
 SCRIPT_TIMEOUT_S = 4 * 3600.0
 GIT_TIMEOUT_S = 1800.0
 LOG_NAME = "ck-install.log"
+URL_SCHEMES = ("http://", "https://", "ftp://", "git://", "ssh://")
 # pip options of CK's Python-package script that do not fit ``pip install --target`` (ckx's own layout).
 PIP_OPTIONS_DROPPED = ("--user", "--prefix", "--root", "--target")
 
@@ -52,7 +53,10 @@ class CkPlan:
     soft_alias: str | None = None
     env_prefix: str | None = None
     soft_customize_text: str = ""
+    soft_file: str | None = None
     notes: list[str] = field(default_factory=list)
+    # What ckx fetches before a CK script runs (the shared script's PACKAGE_WGET / PACKAGE_GIT step), or {}.
+    prefetch: dict = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -79,6 +83,7 @@ def plan(ctx: Context, candidate: Any) -> CkPlan:
                              hint="pull the repo with 'ckx pull repo --url=...' or add it with 'ckx add repo:NAME --path=DIR'")
         result.notes.append(f"running CK's scripts: {why}")
         result.source = {"kind": "script"}
+        result.prefetch = _prefetch_source(package, result)
         return result
     result.source = _native_source(package, result)
     return result
@@ -97,7 +102,13 @@ def _add_soft(ctx: Context, result: CkPlan, meta: Mapping[str, Any], repo: Repo)
         soft_meta = load_meta(soft_dir / ".cm" / "meta.json")
     except CkxError:
         return
-    result.env_prefix = (soft_meta.get("customize") or {}).get("env_prefix") or soft_meta.get("env_prefix")
+    customize = soft_meta.get("customize") or {}
+    result.env_prefix = customize.get("env_prefix") or soft_meta.get("env_prefix")
+    soft_file = customize.get("soft_file_universal") or customize.get("soft_file")
+    if isinstance(soft_file, dict):
+        soft_file = soft_file.get(CK_TARGET_OS_ID)
+    if isinstance(soft_file, str) and soft_file:
+        result.soft_file = soft_file.replace("$#sep#$", "/")
     try:
         result.soft_customize_text = (soft_dir / "customize.py").read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -122,9 +133,27 @@ def _native_source(package: CkPackage, result: CkPlan) -> dict:
                 "checkout": env.get("PACKAGE_GIT_CHECKOUT") or "", "flags": env.get("PACKAGE_GIT_CLONE_FLAGS") or "",
                 "submodules": yes(env.get("PACKAGE_GIT_SUBMODULES"))}
     name = env["PACKAGE_NAME"]
+    output = package.wget_output()[0]
     unpack = any(yes(env.get(n)) for n in ("PACKAGE_UNGZIP", "PACKAGE_UNTAR", "PACKAGE_UNZIP", "PACKAGE_UNBZIP",
                                           "PACKAGE_UNXTAR"))
-    return _download_source(package, _join_url(env["PACKAGE_URL"], name), name, unpack=unpack, result=result)
+    return _download_source(package, _join_url(env["PACKAGE_URL"], name), output or name, unpack=unpack, result=result)
+
+
+def _prefetch_source(package: CkPackage, result: CkPlan) -> dict:
+    """The shared script's fetch step, which ckx does itself (its URL map, cache, checksum, offline rule)."""
+    script = package.script()
+    if script is None or script.entry_name not in SHARED_INSTALL_SCRIPT:
+        return {}
+    env = package.linux_env()
+    if yes(env.get("PACKAGE_GIT")) and env.get("PACKAGE_URL"):
+        return {"kind": "git", "url": env["PACKAGE_URL"], "subdir": env.get("PACKAGE_SUB_DIR") or "",
+                "checkout": env.get("PACKAGE_GIT_CHECKOUT") or "", "flags": env.get("PACKAGE_GIT_CLONE_FLAGS") or "",
+                "submodules": yes(env.get("PACKAGE_GIT_SUBMODULES")), "switch": "PACKAGE_GIT"}
+    if yes(env.get("PACKAGE_WGET")) and env.get("PACKAGE_URL") and env.get("PACKAGE_NAME"):
+        name = env["PACKAGE_NAME"]
+        return dict(_download_source(package, _join_url(env["PACKAGE_URL"], name), name, unpack=False, result=result),
+                    switch="PACKAGE_WGET")
+    return {}
 
 
 def _download_source(package: CkPackage, url: str, filename: str, *, unpack: bool, result: CkPlan) -> dict:
@@ -146,9 +175,12 @@ def _join_url(base: str, name: str) -> str:
 # --------------------------------------------------------------------------- git
 
 
-def clone(ctx: Context, cplan: CkPlan, stage: Path, *, offline: bool) -> dict[str, str]:
-    """``git clone`` a PACKAGE_GIT package into ``stage/PACKAGE_SUB_DIR`` (URL map applied); the commit comes back."""
-    source = cplan.source
+def clone(ctx: Context, cplan: CkPlan, stage: Path, *, offline: bool, source: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """``git clone`` a PACKAGE_GIT package into ``stage/PACKAGE_SUB_DIR`` (URL map applied); the commit comes back.
+
+    ``source`` is the git source (default: the plan's own, for the native tier; the prefetch for CK scripts).
+    """
+    source = cplan.source if source is None else source
     url = map_url(str(source["url"]), load_url_map(ctx.home))
     if offline and not url.startswith(("file://", "/")):
         raise DownloadError(f"{cplan.label}: offline, so not cloning {url}",
@@ -182,13 +214,21 @@ def _git(args: list[str], *, env: Mapping[str, str], what: str) -> str:
 # --------------------------------------------------------------------------- CK scripts
 
 
-def script_environment(cplan: CkPlan, stage: Path, base: Mapping[str, str], *, python: str) -> dict[str, str]:
-    """CK's environment for a package script: the deps' vars (``base``), install_env, CK's own names."""
+def script_environment(cplan: CkPlan, stage: Path, base: Mapping[str, str], *, python: str,
+                       home: Any = None) -> dict[str, str]:
+    """CK's environment for a package script: the deps' vars (``base``), install_env, CK's own names.
+
+    URL values of install_env go through the URL map of ``home`` (CKX_URL_MAP, settings.json url_map), so
+    the scripts' own downloads and clones reach the same mirrors as ckx's.
+    """
     package = cplan.package
     script = package.script()
     assert script is not None
     env = dict(base)
-    env.update(package.env)
+    url_map = load_url_map(home) if home is not None else {}
+    env.update({k: map_url(v, url_map) if v.startswith(URL_SCHEMES) else v for k, v in package.env.items()})
+    if cplan.prefetch.get("switch"):
+        env[cplan.prefetch["switch"]] = "NO"  # ckx fetched it already (see CkPlan.prefetch)
     env.update({
         "INSTALL_DIR": str(stage),
         "PACKAGE_DIR": str(script.entry_dir),
@@ -287,17 +327,21 @@ def relink_into(stage: Path) -> int:
 
 
 def full_path_of(cplan: CkPlan, install_dir: Path) -> Path:
-    """The file CK records for the installation (``end_full_path``), else the install directory."""
-    relative = cplan.package.end_full_path
-    return install_dir / relative if relative else install_dir
+    """The file CK records for the installation (the first ``end_full_path`` present), else the install directory."""
+    paths = cplan.package.end_full_paths
+    for relative in paths:
+        if os.path.lexists(install_dir / relative):
+            return install_dir / relative
+    return install_dir / paths[0] if paths else install_dir
 
 
 def check_full_path(cplan: CkPlan, stage: Path) -> None:
     """CK's check that the installation made its ``end_full_path`` (skipped with ``skip_file_check``)."""
-    relative = cplan.package.end_full_path
-    if not relative or yes(cplan.package.customize.get("skip_file_check")):
+    paths = cplan.package.end_full_paths
+    relative = " or ".join(paths)
+    if not paths or yes(cplan.package.customize.get("skip_file_check")):
         return
-    if not os.path.lexists(stage / relative):
+    if not any(os.path.lexists(stage / p) for p in paths):
         raise CkxError(f"{cplan.label} installed, but its end_full_path {relative} is not in the installation",
                        hint="the package's archive or script did not produce the file its meta names; nothing was installed")
 
@@ -314,9 +358,7 @@ def ck_env(cplan: CkPlan, install_dir: Path) -> dict[str, str]:
     full = full_path_of(cplan, install_dir)
     env: dict[str, str] = {}
     ep = cplan.env_prefix
-    root = full.parent if full != install_dir else install_dir
-    if root.name == "bin" and root != install_dir:
-        root = root.parent
+    root = _install_root(cplan, install_dir, full)
     if ep:
         env[ep] = str(root)
         for suffix, names in (("_BIN", ("bin", "install/bin")), ("_LIB", ("lib", "install/lib", "lib64")),
@@ -341,6 +383,21 @@ def ck_env(cplan: CkPlan, install_dir: Path) -> dict[str, str]:
                 env[f"{ep}_{ext}_FILENAME"] = full.name
                 env[f"{ep}_{ext}_FILEPATH"] = str(full)
     return env
+
+
+def _install_root(cplan: CkPlan, install_dir: Path, full: Path) -> Path:
+    """CK's install path of a soft: the recorded file less the soft's own ``soft_file`` part (``bin/cmake``)."""
+    if full == install_dir:
+        return install_dir
+    depth = len([p for p in (cplan.soft_file or "").split("/") if p]) or 1
+    root = full
+    for _ in range(depth):
+        root = root.parent
+    if not root.is_relative_to(install_dir):
+        root = install_dir
+    if root.name == "bin" and root != install_dir:
+        root = root.parent
+    return root
 
 
 def _model_vars(package: CkPackage, ep: str, full: Path) -> dict[str, str]:

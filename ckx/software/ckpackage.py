@@ -29,6 +29,7 @@ import glob
 import hashlib
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,11 +45,15 @@ TIERS = (NATIVE, CK_SCRIPT, REFUSED)
 CK_TARGET_OS_ID = "linux"
 SHARED_INSTALL_SCRIPT = ("download-and-install-package", "cd9ccc74060b3d18")
 CUSTOM_FILE = "custom.py"
+# The PACKAGE_BUILD_TYPE values the shared script acts on.
+BUILD_TYPES = ("configure", "cmake")
 # The steps of the shared script that a package's own scripts hook into (run in this order by CK).
 PACKAGE_SCRIPT_HOOKS = ("pre-download.sh", "install.sh", "post-install.sh", "post-install2.sh")
 # Suffixed names the shared script picks for Linux when PACKAGE_DETECT_VARS=YES.
 DETECT_VAR_NAMES = ("PACKAGE_URL", "PACKAGE_NAME", "PACKAGE_NAME1", "PACKAGE_UNGZIP", "PACKAGE_UNZIP",
                     "PACKAGE_UNBZIP", "PACKAGE_UNTAR")
+# wget options of PACKAGE_WGET_EXTRA that change nothing about the file ckx fetches.
+WGET_HARMLESS = ("-q", "--quiet", "-c", "--continue", "--no-check-certificate", "-nv", "--no-verbose")
 # CK's checksum fields, for the file a package downloads (strongest first within each algorithm).
 CHECKSUM_FIELDS = (("sha256", ("PACKAGE_SHA256", "PACKAGE_FILE_SHA256", "DOWNLOAD_FILE_SHA256")),
                    ("md5", ("PACKAGE_MD5", "PACKAGE_FILE_MD5", "DOWNLOAD_FILE_MD5", "DATASET_MD5")))
@@ -117,17 +122,38 @@ class CkPackage:
         return env
 
     @property
-    def end_full_path(self) -> str | None:
-        """The installed file CK records (``end_full_path_universal`` or the Linux ``end_full_path``)."""
+    def end_full_paths(self) -> list[str]:
+        """The installed files CK records (``end_full_path_universal`` or the Linux ``end_full_path``);
+        a list in the meta names alternatives (each variation makes one of them)."""
         value = self.meta.get("end_full_path_universal")
         if not value:
             paths = self.meta.get("end_full_path")
             value = paths.get(CK_TARGET_OS_ID) if isinstance(paths, dict) else paths
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if not value:
-            return None
-        return str(value).replace("$#sep#$", "/").lstrip("/")
+        values = value if isinstance(value, list) else [value]
+        return [str(v).replace("$#sep#$", "/").lstrip("/") for v in values if v]
+
+    @property
+    def end_full_path(self) -> str | None:
+        """The first of ``end_full_paths`` (None when the package names none)."""
+        paths = self.end_full_paths
+        return paths[0] if paths else None
+
+    def wget_output(self) -> tuple[str | None, str | None]:
+        """(file name, None) from PACKAGE_WGET_EXTRA's ``-O NAME``, or (None, the option ckx does not do)."""
+        words = shlex.split(self.linux_env().get("PACKAGE_WGET_EXTRA", ""))
+        output = None
+        i = 0
+        while i < len(words):
+            word = words[i]
+            if word in ("-O", "--output-document") and i + 1 < len(words):
+                output, i = words[i + 1], i + 2
+                continue
+            if word.startswith("--output-document="):
+                output = word.split("=", 1)[1]
+            elif word not in WGET_HARMLESS:
+                return None, word
+            i += 1
+        return output, None
 
     def script(self) -> CkScript | None:
         """The script CK would run on Linux (None when the package names none or it is missing)."""
@@ -238,7 +264,7 @@ def classify(package: CkPackage) -> tuple[str, str]:
 def _classify_shared(package: CkPackage, own: list[Path]) -> tuple[str, str]:
     env = package.linux_env()
     steps = []
-    if env.get("PACKAGE_BUILD_TYPE"):
+    if env.get("PACKAGE_BUILD_TYPE") in BUILD_TYPES:  # other values (none, make, skip) build nothing in the script
         steps.append(f"builds with PACKAGE_BUILD_TYPE={env['PACKAGE_BUILD_TYPE']}")
     if yes(env.get("PACKAGE_AUTOGEN")):
         steps.append("runs autogen.sh")
@@ -257,6 +283,10 @@ def _classify_shared(package: CkPackage, own: list[Path]) -> tuple[str, str]:
         steps.append("takes scripts from SUBSTITUTE_ORIGINAL_PACKAGE_DIR")
     if own:
         steps.append("brings " + ", ".join(f"scripts.{CK_TARGET_OS_ID}/{p.name}" for p in own))
+    if yes(env.get("PACKAGE_WGET")):
+        unknown = package.wget_output()[1]
+        if unknown or env.get("PACKAGE_WGET_HEADER"):
+            steps.append(f"passes wget {unknown or '--header'} (PACKAGE_WGET_EXTRA/PACKAGE_WGET_HEADER)")
     if steps:
         return CK_SCRIPT, "download-and-install-package: " + "; ".join(steps)
     if yes(env.get("PACKAGE_GIT")) and env.get("PACKAGE_URL"):

@@ -321,7 +321,16 @@ class _Installation:
         if kind == "git":
             ckinstall.clone(self.ctx, self.ck, self.stage, offline=self.offline)
             return None, version, {}
-        script_env = ckinstall.script_environment(self.ck, self.stage, env, python=python)
+        prefetch = self.ck.prefetch
+        if prefetch.get("kind") == "git":
+            ckinstall.clone(self.ctx, self.ck, self.stage, offline=self.offline, source=prefetch)
+        elif prefetch.get("kind") == "download":
+            self.source = dict(prefetch)
+            try:
+                self._download()
+            finally:
+                self.source = {"kind": "script"}
+        script_env = ckinstall.script_environment(self.ck, self.stage, env, python=python, home=self.ctx.home)
         ckinstall.run_script(self.ctx, self.ck, self.stage, script_env)
         return None, version, {}
 
