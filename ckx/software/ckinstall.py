@@ -152,7 +152,7 @@ def _prefetch_source(package: CkPackage, result: CkPlan) -> dict:
     if yes(env.get("PACKAGE_WGET")) and env.get("PACKAGE_URL") and env.get("PACKAGE_NAME"):
         name = env["PACKAGE_NAME"]
         return dict(_download_source(package, _join_url(env["PACKAGE_URL"], name), name, unpack=False, result=result),
-                    switch="PACKAGE_WGET")
+                    switch="PACKAGE_WGET", copy=True)
     return {}
 
 

@@ -377,6 +377,8 @@ class _Installation:
             except IntegrityError:
                 dest.unlink(missing_ok=True)  # unsafe or corrupt: never offer it from the cache again
                 raise
+        elif source.get("copy"):  # a CK script works on it in place: never a hard link into the cache
+            shutil.copy2(dest, self.stage / filename)
         else:
             _link_or_copy(dest, self.stage / filename)
             self.main_file = filename
