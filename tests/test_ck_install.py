@@ -31,7 +31,7 @@ from conftest import ROOT
 from wheels import build_wheel
 
 from ckx.core.home import Home
-from ckx.core.errors import ChecksumMismatch, MetaError, UsageError
+from ckx.core.errors import ChecksumMismatch, CkxError, MetaError, UsageError
 from ckx.software.ckinstall import LOG_NAME
 from ckx.software.ckpackage import CK_SCRIPT, NATIVE, REFUSED, CkPackage, ck_scripts_allowed, install_tier
 from ckx.software.envs import find_envs, record_env
@@ -372,6 +372,26 @@ def test_native_git_package_clones_a_local_bare_repo_and_checks_out(ctx, ck_repo
     assert env.version == "r2.1"
     assert any("cloned" in note and "at commit" in note for note in env.meta["notes"])
     assert env.meta["ck_tier"] == NATIVE
+    again = install(ctx, alias="mlperf-inference-source", variation="r2.1")
+    assert again.status == "already-installed" and again.env.uid == env.uid
+
+
+def test_ck_script_timeout_stops_it_keeps_the_log_and_installs_nothing(ctx, ck_repo, http_server, monkeypatch):
+    slow = _tar({"cmake-3.19.5/bootstrap": b"#!/bin/sh\necho bootstrapping slowly\nsleep 60\n"}, "gz",
+                modes={"cmake-3.19.5/bootstrap": 0o755})
+    map_urls(ctx.home.root, http_server)
+    http_server.put("https/github.com/Kitware/CMake/releases/download/v3.19.5/cmake-3.19.5.tar.gz", slow)
+    record_compiler(ctx, "compiler,lang-cpp")
+    monkeypatch.setenv("CKX_CK_SCRIPT_TIMEOUT", "3")
+    started = time.monotonic()
+    with pytest.raises(CkxError) as caught:
+        install(ctx, alias="tool-cmake-src", variation="v3.19.5")
+    assert time.monotonic() - started < 40
+    assert "did not finish within 3 s" in str(caught.value)
+    logs = list((ctx.home.root / "logs").glob("ck-tool-cmake-src-*.log"))
+    assert len(logs) == 1 and "bootstrapping slowly" in logs[0].read_text()
+    assert [p.name for p in ctx.home.tools.iterdir()] == []  # no staging directory, no half installation
+    assert not find_envs(ctx, tags="tool,cmake")
 
 
 # --------------------------------------------------------------------------- Python packages
@@ -595,3 +615,18 @@ def test_meta_error_type_for_refusal(ctx, ck_repo):
     with pytest.raises(MetaError) as caught:
         install(ctx, alias="python", variation="v3.9.4")
     assert "custom.py" in str(caught.value)
+
+
+def test_compat_table_is_generated_from_the_repo_and_up_to_date(tmp_path):
+    script = ROOT / "scripts" / "ck_compat_table.py"
+    proc = subprocess.run([sys.executable, str(script), "--check", f"--repo={CK_MLOPS}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr  # docs/ck-compatibility.md is what the script writes
+    output = tmp_path / "compat.md"
+    proc = subprocess.run([sys.executable, str(script), f"--repo={CK_MLOPS}", f"--output={output}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = output.read_text()
+    total = re.search(r"\| \*\*all\*\* \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", text)
+    assert total and int(total.group(1)) == 558 == sum(int(total.group(i)) for i in (2, 3, 4))
+    row = re.search(r"\| `lib-python-\*` \| (\d+) \| (\d+) \|", text)
+    assert row and int(row.group(2)) >= 30
+    assert text.rstrip().splitlines()[-3] == "## Guide lines"
