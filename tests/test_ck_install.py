@@ -269,6 +269,7 @@ def test_ck_scripts_run_only_for_pulled_or_added_repos(tmp_path):
     allowed, why = ck_scripts_allowed(Repo("unzipped", unzipped, "ck", url="https://github.com/x/y"), repos_dir)
     assert allowed is False and "archive" in why
     assert ck_scripts_allowed(Repo("builtin", tmp_path, "ckx", builtin=True), repos_dir)[0] is False
+    assert ck_scripts_allowed(Repo("local", repos_dir / "local", "ckx"), repos_dir)[0] is True
 
 
 # --------------------------------------------------------------------------- native tier

@@ -28,6 +28,7 @@ from ckx.core.errors import CkxError, DownloadError, MetaError, UsageError
 from ckx.store.context import Context
 from ckx.store.entry import load_meta
 from ckx.store.repo import Repo
+from ckx.software.envs import EnvRecord, record_env
 from ckx.transfer.fetch import load_url_map, map_url
 from ckx.software.ckpackage import (CK_SCRIPT, CK_TARGET_OS_ID, NATIVE, REFUSED, SHARED_INSTALL_SCRIPT, CkPackage,
                                     ck_entry_dir, ck_scripts_allowed, classify, is_ck_package, is_pip_script, yes)
@@ -385,6 +386,29 @@ def ck_env(cplan: CkPlan, install_dir: Path) -> dict[str, str]:
     return env
 
 
+def record(ctx: Context, cplan: CkPlan, candidate: Any, final: Path, *, version: str | None, resolved: Any,
+           source: Mapping[str, Any], fetched_sha256: str | None, python: str | None) -> EnvRecord:
+    """Record the env of an installed CK package: ``ck_env``'s names, its tier, checksums and notes."""
+    extra_meta: dict[str, Any] = {"variation": candidate.variation, "package_uid": candidate.record.uid,
+                                  "ck_tier": cplan.tier, "ck_reason": cplan.reason}
+    if fetched_sha256:
+        extra_meta["sha256"] = fetched_sha256
+    for algorithm in ("sha256", "md5"):
+        if source.get(algorithm):
+            extra_meta[f"verified_{algorithm}"] = source[algorithm]
+    if cplan.notes:
+        extra_meta["notes"] = list(cplan.notes)
+    if source.get("kind") == "pip":
+        extra_meta["python"] = python  # the interpreter its modules were installed for
+    return record_env(
+        ctx, soft=cplan.soft_alias, version=version, full_path=str(full_path_of(cplan, final)), env=ck_env(cplan, final),
+        tags=list(candidate.tags), package=candidate.name, install_dir=str(final), env_prefix=cplan.env_prefix,
+        deps={d.name: d.env_uid for d in resolved if d.env_uid},
+        name=cplan.package.meta.get("package_extra_name") or candidate.name, detected_by="package",
+        extra_meta=extra_meta,
+    )
+
+
 def _install_root(cplan: CkPlan, install_dir: Path, full: Path) -> Path:
     """CK's install path of a soft: the recorded file less the soft's own ``soft_file`` part (``bin/cmake``)."""
     if full == install_dir:
@@ -423,4 +447,4 @@ def _model_vars(package: CkPackage, ep: str, full: Path) -> dict[str, str]:
 
 
 __all__ = ["CkPlan", "NATIVE", "CK_SCRIPT", "REFUSED", "check_full_path", "ck_env", "clone", "full_path_of",
-           "is_ck_package", "plan", "relink_into", "run_script", "script_environment"]
+           "is_ck_package", "plan", "record", "relink_into", "run_script", "script_environment"]

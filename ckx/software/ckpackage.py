@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import hashlib
 import os
 import re
 import shlex
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ckx.core.cid import is_uid
+from ckx.core.home import LOCAL_REPO_NAME
 from ckx.store.repo import Repo
 
 NATIVE = "native"
@@ -308,6 +308,8 @@ def ck_scripts_allowed(repo: Repo, home_repos_dir: Path | None = None) -> tuple[
     """
     if repo.builtin:
         return False, f"repo {repo.name} is ckx's built-in repo, whose packages are native"
+    if repo.name == LOCAL_REPO_NAME:
+        return True, f"repo {repo.name} is the user's own (entries copied or added there by the user)"
     path = Path(repo.path)
     if (path / ".git").exists():
         return True, f"repo {repo.name} was pulled with git ({repo.url or path})"
@@ -439,7 +441,3 @@ def _read_line(path: Path) -> str | None:
     except OSError:
         return None
 
-
-def fingerprint(path: Path) -> str:
-    """sha256 of a script's commands (comments and echo lines left out), for the install log."""
-    return hashlib.sha256("\n".join(_significant_lines(script_text(path))).encode()).hexdigest()

@@ -501,7 +501,8 @@ class _Installation:
     def _record(self, resolved: list[ResolvedDep], version: str | None, extra: dict[str, str]) -> EnvRecord:
         assert self.final is not None
         if self.ck is not None:
-            return self._record_ck(resolved, version)
+            return ckinstall.record(self.ctx, self.ck, self.candidate, self.final, version=version, resolved=resolved,
+                                    source=self.source, fetched_sha256=self.fetched_sha256, python=self.python)
         install_dir = str(self.final)
         env = self._render_env({"install_dir": install_dir})
         hook = hook_file(self.ctx, self.candidate.record) or self.candidate.record.path / HOOK_FILE
@@ -516,29 +517,6 @@ class _Installation:
             tags=list(self.candidate.tags), package=self.candidate.name, install_dir=install_dir,
             env_prefix=self.meta.get("env_prefix"), deps={d.name: d.env_uid for d in resolved if d.env_uid},
             name=self.meta.get("name"), detected_by="package", extra_meta=extra_meta,
-        )
-
-    def _record_ck(self, resolved: list[ResolvedDep], version: str | None) -> EnvRecord:
-        """The env of a CK package: the names its CK soft entry sets (ckinstall.ck_env), its tier and checksums."""
-        assert self.final is not None and self.ck is not None
-        extra_meta: dict[str, Any] = {"variation": self.candidate.variation, "package_uid": self.candidate.record.uid,
-                                      "ck_tier": self.ck.tier, "ck_reason": self.ck.reason}
-        if self.fetched_sha256:
-            extra_meta["sha256"] = self.fetched_sha256
-        for algorithm in ("sha256", "md5"):
-            if self.source.get(algorithm):
-                extra_meta[f"verified_{algorithm}"] = self.source[algorithm]
-        if self.ck.notes:
-            extra_meta["notes"] = list(self.ck.notes)
-        if self.source["kind"] == "pip":
-            extra_meta["python"] = self.python
-        return record_env(
-            self.ctx, soft=self.ck.soft_alias, version=version,
-            full_path=str(ckinstall.full_path_of(self.ck, self.final)), env=ckinstall.ck_env(self.ck, self.final),
-            tags=list(self.candidate.tags), package=self.candidate.name, install_dir=str(self.final),
-            env_prefix=self.ck.env_prefix, deps={d.name: d.env_uid for d in resolved if d.env_uid},
-            name=self.ck.package.meta.get("package_extra_name") or self.candidate.name, detected_by="package",
-            extra_meta=extra_meta,
         )
 
     def _render_env(self, values: Mapping[str, str]) -> dict[str, str]:
