@@ -31,7 +31,7 @@ from conftest import ROOT
 from wheels import build_wheel
 
 from ckx.core.home import Home
-from ckx.core.errors import ChecksumMismatch, CkxError, MetaError, UsageError
+from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, MetaError, UsageError
 from ckx.software.ckinstall import LOG_NAME
 from ckx.software.ckpackage import CK_SCRIPT, NATIVE, REFUSED, CkPackage, ck_scripts_allowed, install_tier
 from ckx.software.envs import find_envs, record_env
@@ -529,6 +529,14 @@ def test_ck_script_own_install_sh_git_and_patch_viennacl(ctx, ck_repo, tmp_path)
     assert "if (ptr && !(flags & CL_MEM_USE_HOST_PTR))" in (root / "src" / "viennacl" / "ocl" / "context.hpp").read_text()
     assert result.env.full_path == str(root / "src" / "viennacl" / "version.hpp")
     assert result.env.meta["ck_tier"] == CK_SCRIPT
+
+
+def test_offline_refuses_a_ck_script_that_fetches_by_itself(ctx, ck_repo):
+    with pytest.raises(DownloadError) as caught:
+        install(ctx, alias="lib-viennacl-1.7.1-src", offline=True)
+    assert "offline" in str(caught.value) and "install.sh" in str(caught.value) and "git" in str(caught.value)
+    assert not ctx.home.tools.exists() or [p.name for p in ctx.home.tools.iterdir()] == []
+    assert not list((ctx.home.root / "logs").glob("*.log")) if (ctx.home.root / "logs").exists() else True
 
 
 @pytest.mark.slow

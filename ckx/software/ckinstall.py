@@ -16,6 +16,7 @@ asks this module for the parts that are CK's:
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -31,7 +32,8 @@ from ckx.store.repo import Repo
 from ckx.software.envs import EnvRecord, record_env
 from ckx.transfer.fetch import load_url_map, map_url
 from ckx.software.ckpackage import (CK_SCRIPT, CK_TARGET_OS_ID, NATIVE, REFUSED, SHARED_INSTALL_SCRIPT, CkPackage,
-                                    ck_entry_dir, ck_scripts_allowed, classify, is_ck_package, is_pip_script, yes)
+                                    ck_entry_dir, ck_scripts_allowed, classify, is_ck_package, is_pip_script,
+                                    own_scripts, script_text, yes)
 
 SCRIPT_TIMEOUT_ENV = "CKX_CK_SCRIPT_TIMEOUT"
 SCRIPT_TIMEOUT_S = 4 * 3600.0
@@ -213,6 +215,26 @@ def _git(args: list[str], *, env: Mapping[str, str], what: str) -> str:
 
 
 # --------------------------------------------------------------------------- CK scripts
+
+_NETWORK_RE = re.compile(r"(^|[\s;&|(`])(wget|curl|git\s+clone|pip\d?\s+install|-m\s+pip\s+install)\b", re.M)
+
+
+def check_offline(cplan: CkPlan) -> None:
+    """Offline, refuse a CK script that fetches by itself (wget, curl, git clone, pip install).
+
+    The shared script's own fetch step does not count: ckx does it (``CkPlan.prefetch``) under its offline rule.
+    """
+    package = cplan.package
+    script = package.script()
+    paths = [p for p in own_scripts(package.entry_dir)]
+    if script is not None and script.entry_name not in SHARED_INSTALL_SCRIPT:
+        paths.insert(0, script.path)
+    for path in paths:
+        found = _NETWORK_RE.search(script_text(path))
+        if found:
+            raise DownloadError(f"{cplan.label}: offline, so not running {path}, which fetches by itself "
+                                f"({found.group(2).split()[0]})",
+                                hint="install it once online, or map its URLs to local mirrors and go online")
 
 
 def script_environment(cplan: CkPlan, stage: Path, base: Mapping[str, str], *, python: str,
@@ -447,4 +469,4 @@ def _model_vars(package: CkPackage, ep: str, full: Path) -> dict[str, str]:
 
 
 __all__ = ["CkPlan", "NATIVE", "CK_SCRIPT", "REFUSED", "check_full_path", "ck_env", "clone", "full_path_of",
-           "is_ck_package", "plan", "record", "relink_into", "run_script", "script_environment"]
+           "check_offline", "is_ck_package", "plan", "record", "relink_into", "run_script", "script_environment"]

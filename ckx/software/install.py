@@ -54,7 +54,7 @@ from ckx.software.detect import detect_soft
 from ckx.software.envs import EnvRecord, ResolvedDep, delete_env, find_envs, record_env
 from ckx.transfer.checksum import Checker, file_digest
 from ckx.transfer.fetch import (cached_download_path, download_hint, fetch, filename_from_url, load_url_map, local_copy,
-                                url_key)
+                                offline_from_env, url_key)
 from ckx.transfer.unpack import unpack
 
 
@@ -321,6 +321,8 @@ class _Installation:
         if kind == "git":
             ckinstall.clone(self.ctx, self.ck, self.stage, offline=self.offline)
             return None, version, {}
+        if self.offline or offline_from_env():
+            ckinstall.check_offline(self.ck)
         prefetch = self.ck.prefetch
         if prefetch.get("kind") == "git":
             ckinstall.clone(self.ctx, self.ck, self.stage, offline=self.offline, source=prefetch)
