@@ -46,8 +46,8 @@ ckx reads CK-format repos (such as mlcommons@ck-mlops) in place and installs the
   checksum, unpack, git and pip do the work; no shell script runs.
 - **ck-script**: the package builds, patches, copies or brings its own `install.sh` / `scripts.linux/*.sh`.
   ckx runs the scripts as CK does, with CK's environment (`INSTALL_DIR`, `PACKAGE_DIR`, `ORIGINAL_PACKAGE_DIR`,
-  `CK_TARGET_OS_ID`, the `install_env` values, the deps' variables), in a staging directory that moves into place
-  only on success, with a timeout (`CKX_CK_SCRIPT_TIMEOUT`) and the log kept in `$CKX_HOME/logs`. ckx fetches
+  `CK_TARGET_OS_ID`, the `install_env` values, the deps' variables), in a staging directory (seen under its
+  final path) that moves into place only on success, with a timeout (`CKX_CK_SCRIPT_TIMEOUT`) and the log kept in `$CKX_HOME/logs`. ckx fetches
   the shared script's download or clone itself first. Only for repos the user pulled or added, never for one
   that arrived in an archive.
 - **refused**, with the reason: a `custom.py` (CK's Python hooks, which call CK's kernel API), no Linux script,

@@ -435,6 +435,7 @@ def test_python_package_family_installs_from_local_wheels(ctx, ck_repo, tmp_path
 def cmake_source() -> bytes:
     """A stand-in 'CMake source' tarball: ./bootstrap writes a Makefile whose build makes bin/cmake."""
     bootstrap = ("#!/bin/sh\n"
+                 "echo \"$INSTALL_DIR\" > built-for\n"
                  "printf 'all:\\n\\tmkdir -p bin\\n\\tprintf \"#!/bin/sh\\\\necho cmake version 3.19.5\\\\n\" > bin/cmake\\n"
                  "\\tchmod 755 bin/cmake\\n' > Makefile\n")
     return _tar({"cmake-3.19.5/bootstrap": bootstrap.encode(), "cmake-3.19.5/README": b"stand-in\n"}, "gz",
@@ -456,7 +457,9 @@ def test_ck_script_source_build_tool_cmake_src(cli, ckx_home, ck_copy, http_serv
         env = [e.summary() | {"meta": e.meta} for e in find_envs(ctx, tags="tool,cmake")][0]
     root = Path(env["install_dir"])
     cmake = root / "bin" / "cmake"
-    assert os.path.islink(root / "bin") and not os.path.isabs(os.readlink(root / "bin"))  # relinked after the move
+    assert os.path.islink(root / "bin") and Path(os.path.realpath(root / "bin")) == root / "cmake-3.19.5" / "bin"
+    assert [p.name for p in ckx_home.joinpath("tools").iterdir() if p.is_symlink()] == []
+    assert (root / "cmake-3.19.5" / "built-for").read_text().strip() == str(root)  # the script saw the final path
     assert subprocess.run([str(cmake)], capture_output=True, text=True).stdout.strip() == "cmake version 3.19.5"
     assert env["full_path"] == str(cmake)
     assert env["env"]["CK_ENV_TOOL_CMAKE"] == str(root) and env["env"]["CK_ENV_TOOL_CMAKE_BIN"] == str(root / "bin")

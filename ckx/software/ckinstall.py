@@ -11,6 +11,8 @@ asks this module for the parts that are CK's:
   ``PACKAGE_GIT`` package is cloned by ``clone``. No shell script runs.
 * CK-script packages run under ``run_script`` with CK's environment, in the staging directory, with a
   timeout; the output goes to a log under ``$CKX_HOME/logs`` that is kept (and copied into the install).
+  ``INSTALL_DIR`` is the final path, a symlink to the staging directory until the move (the installer
+  reserves it), so what the scripts write into their builds names the final path.
 * ``ck_env`` is what the package's CK soft entry sets: ``<env_prefix>`` and its derived names.
 """
 from __future__ import annotations
@@ -237,7 +239,7 @@ def check_offline(cplan: CkPlan) -> None:
                                 hint="install it once online, or map its URLs to local mirrors and go online")
 
 
-def script_environment(cplan: CkPlan, stage: Path, base: Mapping[str, str], *, python: str,
+def script_environment(cplan: CkPlan, install_dir: Path, base: Mapping[str, str], *, python: str,
                        home: Any = None) -> dict[str, str]:
     """CK's environment for a package script: the deps' vars (``base``), install_env, CK's own names.
 
@@ -253,7 +255,7 @@ def script_environment(cplan: CkPlan, stage: Path, base: Mapping[str, str], *, p
     if cplan.prefetch.get("switch"):
         env[cplan.prefetch["switch"]] = "NO"  # ckx fetched it already (see CkPlan.prefetch)
     env.update({
-        "INSTALL_DIR": str(stage),
+        "INSTALL_DIR": str(install_dir),
         "PACKAGE_DIR": str(script.entry_dir),
         "ORIGINAL_PACKAGE_DIR": str(package.entry_dir),
         "CK_TARGET_OS_ID": CK_TARGET_OS_ID,
@@ -284,7 +286,7 @@ def run_script(ctx: Context, cplan: CkPlan, stage: Path, env: Mapping[str, str],
     command = 'cd "$INSTALL_DIR" && . "$CKX_CK_SCRIPT"'
     run_env = dict(env, CKX_CK_SCRIPT=str(script.path))
     with open(log_path, "w", encoding="utf-8") as log:
-        log.write(f"# {cplan.label}: {script.path}\n# INSTALL_DIR={stage}\n")
+        log.write(f"# {cplan.label}: {script.path}\n# INSTALL_DIR={env.get('INSTALL_DIR')} (staged in {stage})\n")
         log.flush()
         proc = subprocess.Popen(["bash", "-c", command], cwd=stage, env=run_env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

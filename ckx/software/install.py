@@ -232,6 +232,7 @@ class _Installation:
         self.ck = ckinstall.plan(ctx, candidate) if is_ck_package(candidate.meta) else None
         self.source: dict = dict(self.ck.source if self.ck else candidate.meta["source"])
         self.fetched_sha256: str | None = None
+        self.reserved: Path | None = None  # a CK script's final path, a symlink to the staging directory meanwhile
         self.requested_version = version
         self.local_path = Path(local_path).expanduser() if local_path else None
         self.offline = offline
@@ -332,7 +333,10 @@ class _Installation:
                 self._download()
             finally:
                 self.source = {"kind": "script"}
-        script_env = ckinstall.script_environment(self.ck, self.stage, env, python=python, home=self.ctx.home)
+        # The script sees the final path (a symlink to the staging directory until the move), so the paths it
+        # writes into what it builds (prefixes, symlinks, shebangs) stay right once the directory moves into place.
+        install_dir = self._reserve_final(version)
+        script_env = ckinstall.script_environment(self.ck, install_dir, env, python=python, home=self.ctx.home)
         ckinstall.run_script(self.ctx, self.ck, self.stage, script_env)
         return None, version, {}
 
@@ -484,10 +488,33 @@ class _Installation:
         return found
 
     # -- finishing ------------------------------------------------------------------------------
+    def _final_base(self, version: str | None) -> str:
+        parts = [self.candidate.name, self.candidate.variation, version]
+        return "-".join(_safe_part(p) for p in parts if p)
+
+    def _reserve_final(self, version: str | None) -> Path:
+        """Take a free final name now, as a symlink to the staging directory (``_move_into_place`` uses it)."""
+        assert self.stage is not None
+        base = self._final_base(version)
+        for _ in range(10):
+            final = self.stage.parent / f"{base}-{secrets.token_hex(4)}"
+            try:
+                os.symlink(self.stage, final, target_is_directory=True)
+            except FileExistsError:
+                continue
+            self.reserved = final
+            return final
+        raise CkxError(f"cannot find a free directory name for {base} in {self.stage.parent}")  # pragma: no cover
+
     def _move_into_place(self, tools: Path, version: str | None) -> Path:
         assert self.stage is not None
-        parts = [self.candidate.name, self.candidate.variation, version]
-        base = "-".join(_safe_part(p) for p in parts if p)
+        if self.reserved is not None:
+            final, self.reserved = self.reserved, None
+            final.unlink()
+            os.rename(self.stage, final)
+            self.stage = None
+            return final
+        base = self._final_base(version)
         for _ in range(10):
             final = tools / f"{base}-{secrets.token_hex(4)}"
             try:
@@ -543,10 +570,10 @@ class _Installation:
             self.ctx.info(f"removed the replaced installation {old.install_dir} (env {old.uid})")
 
     def _clean_up(self) -> None:
-        for path in (self.stage, self.final):
+        for path in (self.reserved, self.stage, self.final):
             if path is not None:
                 _remove_tree(path)
-        self.stage = self.final = None
+        self.stage = self.final = self.reserved = None
 
     def _remove_abandoned_stages(self, tools: Path) -> None:
         """Staging directories of this package left by a killed process (we hold the package lock)."""
@@ -554,6 +581,9 @@ class _Installation:
         for path in tools.glob(prefix + "*"):
             log.info("removing abandoned staging directory %s", path)
             _remove_tree(path)
+        for path in tools.iterdir():  # final names a killed CK-script installation reserved
+            if path.is_symlink() and os.readlink(path).startswith(str(tools / prefix)):
+                path.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- helpers
