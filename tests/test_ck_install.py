@@ -488,7 +488,6 @@ def flac_source() -> bytes:
     return lzma.compress(buffer.getvalue(), format=lzma.FORMAT_XZ)
 
 
-@pytest.mark.slow
 def test_ck_script_configure_build_tool_flac(ctx, ck_repo, http_server):
     map_urls(ctx.home.root, http_server)
     http_server.put("https/ftp.osuosl.org/pub/xiph/releases/flac/flac-1.3.2.tar.xz", flac_source())
@@ -503,7 +502,6 @@ def test_ck_script_configure_build_tool_flac(ctx, ck_repo, http_server):
     assert "Executing configure" in (Path(env.install_dir) / LOG_NAME).read_text()
 
 
-@pytest.mark.slow
 def test_ck_script_git_clone_and_patch_bench_sylt(ctx, ck_repo, tmp_path):
     patch = (ck_repo / "package" / "bench-sylt-master" / "patch.linux" / "added_cli_params.patch").read_text()
     files = preimage(patch)
@@ -520,7 +518,6 @@ def test_ck_script_git_clone_and_patch_bench_sylt(ctx, ck_repo, tmp_path):
     assert result.env.full_path == str(root / "src" / "trace_generator" / "trace_generator.h")
 
 
-@pytest.mark.slow
 def test_ck_script_own_install_sh_git_and_patch_viennacl(ctx, ck_repo, tmp_path):
     patch = (ck_repo / "package" / "lib-viennacl-1.7.1-src" / "181.patch").read_text()
     files = preimage(patch)
@@ -542,7 +539,6 @@ def test_offline_refuses_a_ck_script_that_fetches_by_itself(ctx, ck_repo):
     assert not list((ctx.home.root / "logs").glob("*.log")) if (ctx.home.root / "logs").exists() else True
 
 
-@pytest.mark.slow
 def test_ck_script_zip_patch_and_setup_py_tool_scons(ctx, ck_repo, http_server):
     patch = (ck_repo / "package" / "tool-scons-3.0.0" / "patch.linux" / "patch").read_text()
     files = {f"scons-3.0.0/{name}": text for name, text in preimage(patch).items()}
