@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
+from ckx.core.errors import CkxError
+from ckx.software.ckpackage import REFUSED, install_tier
 from ckx.software.resolve import detect, install
 from ckx.store.context import Context
+from ckx.store.entry import load_meta
+from ckx.store.generic import search
 
 
 def action_detect_soft(ctx: Context, inp: dict) -> dict:
@@ -61,3 +67,39 @@ def action_install(ctx: Context, inp: dict) -> dict:
         "env": dict(env.env),
         "text": "\n".join(lines),
     }
+
+
+def action_search_package(ctx: Context, inp: dict) -> dict:
+    """``ckx search package [--tags=] [--search_string=] [--search_dict=] [--installable]``: generic search;
+    ``--installable`` keeps the packages ckx can install and says which tier installs each (native, ck-script)."""
+    result = search(ctx, dict(inp, module="package"))
+    if not inp.get("installable"):
+        return result
+    kept, rows, refused = [], [], 0
+    for entry in result["entries"]:
+        tier, reason = _tier_of(ctx, entry)
+        if tier == REFUSED:
+            refused += 1
+            continue
+        kept.append(dict(entry, tier=tier, tier_reason=reason))
+        rows.append([entry["cid"], tier, reason])
+    return {"return": 0, "entries": kept, "refused": refused,
+            "table": {"columns": ["package", "tier", "how"], "rows": rows}}
+
+
+def _tier_of(ctx: Context, entry: dict) -> tuple[str, str]:
+    path = Path(entry["path"])
+    repo = ctx.registry.get(entry["repo"])
+    meta_path = path / ".cm" / "meta.json" if repo.format == "ck" else None
+    try:
+        if meta_path is None:
+            found = repo.find_meta(path)
+            if found is None:
+                return REFUSED, "no meta file"
+            meta_path = found[0]
+        meta = load_meta(meta_path)
+        if meta.get("abstract"):
+            return REFUSED, "an abstract base package"
+        return install_tier(meta, path, repo)
+    except CkxError as exc:
+        return REFUSED, f"unreadable meta: {exc}"

@@ -48,10 +48,12 @@ from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, Integrity
 from ckx.software.hooks import call_hook, load_hooks
 from ckx.software.environment import env_text, merge_env, render_text
 from ckx.store.index import EntryRecord, Query
+from ckx.software import ckinstall
+from ckx.software.ckpackage import is_ck_package
 from ckx.software.packages import Candidate, same_version
 from ckx.software.detect import detect_soft
 from ckx.software.envs import EnvRecord, ResolvedDep, delete_env, find_envs, record_env
-from ckx.transfer.checksum import Checker
+from ckx.transfer.checksum import Checker, file_digest
 from ckx.transfer.fetch import (OFFLINE_ENV, cached_download_path, download_hint, fetch, filename_from_url, load_url_map,
                                 local_copy, offline_from_env, url_key)
 from ckx.transfer.unpack import unpack
@@ -227,7 +229,11 @@ class _Installation:
         self.ctx = ctx
         self.candidate = candidate
         self.meta = candidate.meta
-        self.source: dict = dict(candidate.meta["source"])
+        # A CK-format package: its plan (tier, and the ckx source its native tier maps to); refused ones raise here.
+        self.ck = ckinstall.plan(ctx, candidate) if is_ck_package(candidate.meta) else None
+        self.source: dict = dict(self.ck.source if self.ck else candidate.meta["source"])
+        self.fetched_sha256: str | None = None
+        self.reserved: Path | None = None  # a CK script's final path, a symlink to the staging directory meanwhile
         self.requested_version = version
         self.local_path = Path(local_path).expanduser() if local_path else None
         self.offline = offline or offline_from_env()
@@ -241,7 +247,7 @@ class _Installation:
     # -- the steps ------------------------------------------------------------------------------
     def run(self, resolved: list[ResolvedDep], previous: list[EnvRecord]) -> InstallResult:
         python, python_env = _python_of(resolved)
-        if self.source["kind"] == "pip" and not self.force and self.local_path is None:
+        if self.source["kind"] == "pip" and not self.force and self.local_path is None and self.ck is None:
             available = self._already_available(python, python_env)
             if available is not None:
                 return InstallResult(available, "already-available", self.candidate)
@@ -261,9 +267,15 @@ class _Installation:
         try:
             env = dependency_environment(resolved)
             ctx.info(f"installing {candidate.label} into {tools}")
+            if self.ck is not None:
+                ctx.info(f"CK package, {self.ck.tier} tier: {self.ck.reason}")
+                for note in self.ck.notes:
+                    ctx.info(note)
             downloaded, version, extra = self._obtain(env, python)
-            hook_path = hook_file(ctx, candidate.record)
-            if hook_path is not None:
+            hook_path = hook_file(ctx, candidate.record) if self.ck is None else None
+            if self.ck is not None:
+                ckinstall.check_full_path(self.ck, self.stage)
+            elif hook_path is not None:
                 hook = load_hook(hook_path)
                 extra.update(run_hook(
                     hook, hook_path, install_dir=self.stage, package_dir=candidate.record.path, meta=self.meta,
@@ -283,6 +295,8 @@ class _Installation:
         """Fill the staging directory from the source: (downloaded file, version, extra env vars)."""
         kind = self.source["kind"]
         version = self.candidate.version
+        if self.ck is not None:
+            return self._obtain_ck(env, python)
         if kind == "download":
             return self._download(), version, {}
         if kind == "pip":
@@ -296,6 +310,38 @@ class _Installation:
             return self.local_path, version, {}  # a hook package that takes a directory gets it as ``downloaded``
         return None, version, {}
 
+    def _obtain_ck(self, env: dict[str, str], python: str) -> tuple[Path | None, str | None, dict[str, str]]:
+        """A CK package: ckx's download or pip (native), a git clone (native), or CK's script (ck-script)."""
+        assert self.ck is not None and self.stage is not None
+        version = self.ck.package.version
+        kind = self.source["kind"]
+        if kind == "download":
+            return self._download(), version, {}
+        if kind == "pip":
+            return None, self._pip(env, python) or version, {}
+        if self.local_path is not None:
+            raise UsageError(f"{self.candidate.label} is a CK {kind} package: --local_path does not apply")
+        if kind == "git":
+            ckinstall.clone(self.ctx, self.ck, self.stage, offline=self.offline)
+            return None, version, {}
+        if self.offline or offline_from_env():
+            ckinstall.check_offline(self.ck)
+        prefetch = self.ck.prefetch
+        if prefetch.get("kind") == "git":
+            ckinstall.clone(self.ctx, self.ck, self.stage, offline=self.offline, source=prefetch)
+        elif prefetch.get("kind") == "download":
+            self.source = dict(prefetch)
+            try:
+                self._download()
+            finally:
+                self.source = {"kind": "script"}
+        # The script sees the final path (a symlink to the staging directory until the move), so the paths it
+        # writes into what it builds (prefixes, symlinks, shebangs) stay right once the directory moves into place.
+        install_dir = self._reserve_final(version)
+        script_env = ckinstall.script_environment(self.ck, install_dir, env, python=python, home=self.ctx.home)
+        ckinstall.run_script(self.ctx, self.ck, self.stage, script_env)
+        return None, version, {}
+
     # -- download sources -----------------------------------------------------------------------
     def _download(self) -> Path:
         ctx, source, label = self.ctx, self.source, self.candidate.label
@@ -303,7 +349,7 @@ class _Installation:
         if not urls and self.local_path is None:
             raise MetaError(f"{self.candidate.record.meta_path}: field 'source.urls': package {label} has no URL")
         checker = Checker.from_meta(source)
-        if checker is None:
+        if checker is None and not source.get("record_sha256"):
             ctx.warn(f"{label} declares no md5 or sha256: the download cannot be verified")
         origin = urls[0] if urls else str(self.local_path)
         filename = source.get("filename") or (filename_from_url(urls[0]) if urls else Path(origin).name)
@@ -330,6 +376,9 @@ class _Installation:
                 exc.variation = self.candidate.variation
                 raise
         assert self.stage is not None
+        if checker is None and source.get("record_sha256"):
+            self.fetched_sha256 = file_digest(dest)
+            ctx.info(f"recorded the sha256 of {filename}: {self.fetched_sha256} (the package declares no checksum)")
         if source.get("unpack"):
             ctx.info(f"unpacking {filename}")
             try:
@@ -338,6 +387,8 @@ class _Installation:
             except IntegrityError:
                 dest.unlink(missing_ok=True)  # unsafe or corrupt: never offer it from the cache again
                 raise
+        elif source.get("copy"):  # a CK script works on it in place: never a hard link into the cache
+            shutil.copy2(dest, self.stage / filename)
         else:
             _link_or_copy(dest, self.stage / filename)
             self.main_file = filename
@@ -405,7 +456,8 @@ class _Installation:
                 f"for {self.candidate.label}, which would reach the package index",
                 hint="pass a wheel or a directory of wheels with --local_path=PATH, or point pip at a local "
                      f"directory with {PIP_ARGS_ENV}='--no-index --find-links DIR'")
-        argv = [python, "-m", "pip", "install", "--target", str(self.stage), *args, *targets]
+        target = self.stage / str(self.source.get("target_subdir") or "")
+        argv = [python, "-m", "pip", "install", "--target", str(target), *args, *targets]
         timeout = float(self.source.get("timeout_s") or PIP_TIMEOUT_S)
         self.ctx.info("running pip install " + " ".join(targets))
         pip_env = dict(env)
@@ -413,11 +465,11 @@ class _Installation:
         _run_checked(argv, env=pip_env, timeout=timeout, what=f"pip install for {self.candidate.label}",
                      hint="check the requirement and pip's registry settings; for a machine without a registry, "
                           "pass a wheel or a directory of wheels with --local_path=PATH")
-        version = _installed_version(self.stage, requirements[0])
+        version = _installed_version(target, requirements[0])
         import_name = self.source.get("import_name")
         if import_name:
             check_env = dict(env)
-            check_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.stage), env.get("PYTHONPATH")]))
+            check_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
             _run_checked([python, "-c", f"import {import_name}"], env=check_env, timeout=IMPORT_CHECK_TIMEOUT_S,
                          what=f"import {import_name} after installing {self.candidate.label}", cwd=self.stage)
         return version
@@ -456,10 +508,33 @@ class _Installation:
         return found
 
     # -- finishing ------------------------------------------------------------------------------
+    def _final_base(self, version: str | None) -> str:
+        parts = [self.candidate.name, self.candidate.variation, version]
+        return "-".join(_safe_part(p) for p in parts if p)
+
+    def _reserve_final(self, version: str | None) -> Path:
+        """Take a free final name now, as a symlink to the staging directory (``_move_into_place`` uses it)."""
+        assert self.stage is not None
+        base = self._final_base(version)
+        for _ in range(10):
+            final = self.stage.parent / f"{base}-{secrets.token_hex(4)}"
+            try:
+                os.symlink(self.stage, final, target_is_directory=True)
+            except FileExistsError:
+                continue
+            self.reserved = final
+            return final
+        raise CkxError(f"cannot find a free directory name for {base} in {self.stage.parent}")  # pragma: no cover
+
     def _move_into_place(self, tools: Path, version: str | None) -> Path:
         assert self.stage is not None
-        parts = [self.candidate.name, self.candidate.variation, version]
-        base = "-".join(_safe_part(p) for p in parts if p)
+        if self.reserved is not None:
+            final, self.reserved = self.reserved, None
+            final.unlink()
+            os.rename(self.stage, final)
+            self.stage = None
+            return final
+        base = self._final_base(version)
         for _ in range(10):
             final = tools / f"{base}-{secrets.token_hex(4)}"
             try:
@@ -474,6 +549,9 @@ class _Installation:
 
     def _record(self, resolved: list[ResolvedDep], version: str | None, extra: dict[str, str]) -> EnvRecord:
         assert self.final is not None
+        if self.ck is not None:
+            return ckinstall.record(self.ctx, self.ck, self.candidate, self.final, version=version, resolved=resolved,
+                                    source=self.source, fetched_sha256=self.fetched_sha256, python=self.python)
         install_dir = str(self.final)
         env = self._render_env({"install_dir": install_dir})
         hook = hook_file(self.ctx, self.candidate.record) or self.candidate.record.path / HOOK_FILE
@@ -512,10 +590,10 @@ class _Installation:
             self.ctx.info(f"removed the replaced installation {old.install_dir} (env {old.uid})")
 
     def _clean_up(self) -> None:
-        for path in (self.stage, self.final):
+        for path in (self.reserved, self.stage, self.final):
             if path is not None:
                 _remove_tree(path)
-        self.stage = self.final = None
+        self.stage = self.final = self.reserved = None
 
     def _remove_abandoned_stages(self, tools: Path) -> None:
         """Staging directories of this package left by a killed process (we hold the package lock)."""
@@ -523,6 +601,9 @@ class _Installation:
         for path in tools.glob(prefix + "*"):
             log.info("removing abandoned staging directory %s", path)
             _remove_tree(path)
+        for path in tools.iterdir():  # final names a killed CK-script installation reserved
+            if path.is_symlink() and os.readlink(path).startswith(str(tools / prefix)):
+                path.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -19,6 +19,7 @@ from ckx.store.context import Context
 from ckx.store.entry import deep_merge, normalise_tags, validate_meta
 from ckx.store.generic import entry_standing, find_entries, join_names, merged_meta, resolution_forms
 from ckx.store.index import EntryRecord, split_tags
+from ckx.software.ckpackage import CK_SCRIPT, REFUSED, ck_scripts_allowed, install_tier, is_ck_package
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +331,18 @@ def choose_package(
         ctx, find_candidates(ctx, tags=tags, alias=alias, repo=repo, variation=variation, version=version),
         asked=asked,
     )
+    if is_ck_package(candidate.meta):
+        tier, reason = install_tier(load_meta(candidate.record.meta_path), candidate.record.path,
+                                    ctx.registry.get(candidate.record.repo), candidate.variation)
+        if tier == REFUSED:
+            raise MetaError(f"{candidate.record.meta_path}: ckx does not install CK package {candidate.label}: {reason}",
+                            hint="'ckx search package --installable' lists the CK packages ckx installs and how")
+        if tier == CK_SCRIPT:
+            allowed, why = ck_scripts_allowed(ctx.registry.get(candidate.record.repo), ctx.home.repos_dir)
+            if not allowed:
+                raise UsageError(f"{candidate.label} installs by running CK's scripts ({reason}); {why}",
+                                 hint="pull the repo with 'ckx pull repo --url=...' or add it with 'ckx add repo:NAME --path=DIR'")
+        return candidate  # a CK package: ckx.software.ckinstall plans its installation
     source = candidate.meta.get("source")
     if not isinstance(source, dict) or source.get("kind") not in SOURCE_KINDS:
         raise MetaError(

@@ -21,7 +21,7 @@ WEB_ACTIONS: frozenset[tuple[str, str | None]] = frozenset({
     ("add", None), ("load", None), ("find", None), ("search", None), ("list", None), ("rm", None),
     ("ren", None), ("cp", None), ("list_tags", None), ("path", None),
     ("add", "repo"), ("list", "repo"), ("rm", "repo"), ("pull", "repo"), ("unzip", "repo"),
-    ("detect", "soft"), ("detect", "platform"), ("install", "package"), ("show", "env"), ("rm", "env"),
+    ("detect", "soft"), ("detect", "platform"), ("search", "package"), ("install", "package"), ("show", "env"), ("rm", "env"),
     ("list", "venv"),
     ("run", "program"), ("benchmark", "program"),
     ("show", "experiment"), ("replay", "experiment"), ("export", "experiment"),
