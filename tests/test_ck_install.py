@@ -30,6 +30,7 @@ import pytest
 from conftest import ROOT
 from wheels import build_wheel
 
+from ckx.api import access
 from ckx.core.home import Home
 from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, MetaError, UsageError
 from ckx.software.ckinstall import LOG_NAME
@@ -257,19 +258,17 @@ def test_install_tier_of_every_ck_mlops_package_is_fast_and_names_its_reason(ck_
 
 
 def test_ck_scripts_run_only_for_pulled_or_added_repos(tmp_path):
-    repos_dir = tmp_path / "home" / "repos"
-    pulled = repos_dir / "pulled"
-    (pulled / ".git").mkdir(parents=True)
-    unzipped = repos_dir / "unzipped"
-    unzipped.mkdir(parents=True)
-    added = tmp_path / "elsewhere"
-    added.mkdir()
-    assert ck_scripts_allowed(Repo("pulled", pulled, "ck", url="file:///x"), repos_dir)[0] is True
-    assert ck_scripts_allowed(Repo("added", added, "ck"), repos_dir) == (True, f"repo added was added from {added}")
-    allowed, why = ck_scripts_allowed(Repo("unzipped", unzipped, "ck", url="https://github.com/x/y"), repos_dir)
+    assert ck_scripts_allowed(Repo("pulled", tmp_path, "ck", url="file:///x", origin="pulled"))[0] is True
+    assert ck_scripts_allowed(Repo("added", tmp_path, "ck", origin="user")) == (
+        True, f"repo added was added by the user from {tmp_path}")
+    allowed, why = ck_scripts_allowed(Repo("unzipped", tmp_path, "ck", url="https://github.com/x/y", origin="unzipped"))
     assert allowed is False and "archive" in why
-    assert ck_scripts_allowed(Repo("builtin", tmp_path, "ckx", builtin=True), repos_dir)[0] is False
-    assert ck_scripts_allowed(Repo("local", repos_dir / "local", "ckx"), repos_dir)[0] is True
+    assert ck_scripts_allowed(Repo("builtin", tmp_path, "ckx", builtin=True, origin="builtin"))[0] is False
+    assert ck_scripts_allowed(Repo("local", tmp_path, "ckx", origin="local"))[0] is True
+    # an entry an archive brought into the user's own repo carries its mark, and its scripts do not run
+    marked = {"provenance": {"origin": "unzipped", "source": "ckr.zip"}}
+    allowed, why = ck_scripts_allowed(Repo("local", tmp_path, "ckx", origin="local"), marked)
+    assert allowed is False and "came from an archive" in why
 
 
 # --------------------------------------------------------------------------- native tier
@@ -559,19 +558,18 @@ def test_ck_script_zip_patch_and_setup_py_tool_scons(ctx, ck_repo, http_server):
     assert "# from __future__ import print_function" in (root / "scons-3.0.0" / "engine" / "SCons" / "Script" / "SConscript.py").read_text()
 
 
-def test_ck_script_from_an_unzipped_repo_is_refused(ctx, ck_copy):
-    inside = ctx.home.repos_dir / "from-archive"
-    inside.mkdir(parents=True)
-    for part in (".ckr.json", ".cm", "package/.cm", "package/tool-cmake-src", "script/.cm",
-                 "script/download-and-install-package", "soft/.cm", "soft/tool.cmake"):
-        source = ck_copy / part
-        if source.is_dir():
-            shutil.copytree(source, inside / part)
-        else:
-            (inside / part).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, inside / part)
-    add_repo(ctx, {"entry": "from-archive", "path": str(inside)})
+def test_ck_script_from_an_unzipped_repo_is_refused(ctx, ck_copy, tmp_path):
+    archive = tmp_path / "ckr-from-archive.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for part in (".ckr.json", ".cm", "package/.cm", "package/tool-cmake-src", "script/.cm",
+                     "script/download-and-install-package", "soft/.cm", "soft/tool.cmake"):
+            source = ck_copy / part
+            for path in ([source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())):
+                zf.write(path, path.relative_to(ck_copy).as_posix())
+    result = access({"action": "unzip", "module": "repo", "entry": "from-archive", "zip": str(archive)})
+    assert result["return"] == 0, result
     ctx.forget_registry()
+    assert ctx.registry.get("from-archive").origin == "unzipped"
     record_compiler(ctx, "compiler,lang-cpp")
     with pytest.raises(UsageError) as caught:
         install(ctx, alias="tool-cmake-src", variation="v3.19.5")

@@ -82,7 +82,7 @@ def plan(ctx: Context, candidate: Any) -> CkPlan:
     result = CkPlan(package, tier, reason, candidate.label)
     _add_soft(ctx, result, meta, repo)
     if tier == CK_SCRIPT:
-        allowed, why = ck_scripts_allowed(repo, ctx.home.repos_dir)
+        allowed, why = ck_scripts_allowed(repo, meta)
         if not allowed:
             raise UsageError(f"{candidate.label} installs by running CK's scripts ({reason}); {why}",
                              hint="pull the repo with 'ckx pull repo --url=...' or add it with 'ckx add repo:NAME --path=DIR'")

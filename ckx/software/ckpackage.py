@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ckx.core.cid import is_uid
-from ckx.core.home import LOCAL_REPO_NAME
+from ckx.store.entry import foreign_origin
 from ckx.store.repo import Repo
 
 NATIVE = "native"
@@ -298,31 +298,27 @@ def _classify_shared(package: CkPackage, own: list[Path]) -> tuple[str, str]:
     return REFUSED, "download-and-install-package with nothing to fetch (no PACKAGE_WGET or PACKAGE_GIT with a URL)"
 
 
-def ck_scripts_allowed(repo: Repo, home_repos_dir: Path | None = None) -> tuple[bool, str]:
-    """(allowed, why): whether ckx runs the install scripts of CK packages from ``repo``.
+def ck_scripts_allowed(repo: Repo, meta: Mapping[str, Any] | None = None) -> tuple[bool, str]:
+    """(allowed, why): whether ckx runs the install scripts of a CK package from ``repo``.
 
-    Only for repos the user pulled (a git checkout) or added in place (``ckx add repo --path=DIR`` outside
-    ckx's own repos directory); never for repos that arrived in an archive (``ckx unzip``). This reads
-    the registration and the repo directory; once repos record their provenance, this is the one
-    function to switch to it.
+    Only for repos the user pulled or added (``repo.origin`` "pulled" or "user"), and for the user's
+    own local repo; never for a repo unzipped from an archive, nor for an entry that an archive brought
+    into another repo (its meta's provenance mark), nor for the built-in repo.
     """
+    origin = foreign_origin(meta) if meta is not None else None
+    if origin == "unzipped":
+        return False, (f"this entry of repo {repo.name} came from an archive (ckx unzip); ckx runs CK scripts "
+                       "only from repos the user pulled or added")
     if repo.builtin:
         return False, f"repo {repo.name} is ckx's built-in repo, whose packages are native"
-    if repo.name == LOCAL_REPO_NAME:
+    if repo.origin == "local":
         return True, f"repo {repo.name} is the user's own (entries copied or added there by the user)"
-    path = Path(repo.path)
-    if (path / ".git").exists():
-        return True, f"repo {repo.name} was pulled with git ({repo.url or path})"
-    inside = False
-    if home_repos_dir is not None:
-        try:
-            inside = path.resolve().is_relative_to(Path(home_repos_dir).resolve())
-        except OSError:
-            inside = True
-    if not inside:
-        return True, f"repo {repo.name} was added from {path}"
-    return False, (f"repo {repo.name} is not a git checkout the user pulled nor a directory the user added "
-                   f"(it came from an archive); ckx runs CK scripts only from pulled or added repos")
+    if repo.origin == "pulled":
+        return True, f"repo {repo.name} was pulled by the user ({repo.url or repo.path})"
+    if repo.origin == "user":
+        return True, f"repo {repo.name} was added by the user from {repo.path}"
+    return False, (f"repo {repo.name} came from an archive (ckx unzip); ckx runs CK scripts only from repos "
+                   "the user pulled or added")
 
 
 # --------------------------------------------------------------------------- files

@@ -8,6 +8,7 @@ chosen among, so pulling a repo changes no choice that was made before it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 from ckx.core.cid import Cid
 from ckx.core.errors import Ambiguous, CkxError, MetaError, NotFound, UsageError
 from ckx.store.context import Context
-from ckx.store.entry import deep_merge, normalise_tags, validate_meta
+from ckx.store.entry import deep_merge, load_meta, normalise_tags, validate_meta
 from ckx.store.generic import entry_standing, find_entries, join_names, merged_meta, resolution_forms
 from ckx.store.index import EntryRecord, split_tags
 from ckx.software.ckpackage import CK_SCRIPT, REFUSED, ck_scripts_allowed, install_tier, is_ck_package
@@ -161,10 +162,26 @@ def candidate_rank(ctx: Context, record: EntryRecord) -> tuple[int, int]:
     """(standing, runnable) of a package entry, lowest first.
 
     standing: 0 for the built-in repo and the user's own entries, 1 for those of others (pulled or
-    unzipped repos, entries marked by unzip); runnable: 0 for native packages, 1 for CK-format ones.
-    The CK install tiers refine ``runnable`` (a tier number after the native packages) once they exist.
+    unzipped repos, entries marked by unzip); runnable: 0 for native packages, 1 for CK-format ones,
+    which ``find_candidates`` refines per variation by CK install tier (``_ck_runnable``).
     """
     return entry_standing(ctx, record), 1 if record.ck_format else 0
+
+
+def _ck_runnable(ctx: Context, candidate: Candidate) -> int:
+    """The runnable rank of a CK-format candidate, after every native package: 1 for CK's native tier
+    (ckx fetches or pip-installs it), 2 for CK scripts ckx may run, 3 for what ckx will not install."""
+    record = candidate.record
+    try:
+        repo = ctx.registry.get(record.repo)
+        tier, _ = install_tier(load_meta(record.meta_path), record.path, repo, candidate.variation)
+    except CkxError:
+        return 3
+    if tier == REFUSED:
+        return 3
+    if tier == CK_SCRIPT:
+        return 2 if ck_scripts_allowed(repo, candidate.meta)[0] else 3
+    return 1
 
 
 def find_candidates(
@@ -223,6 +240,8 @@ def find_candidates(
                 continue
             if version is not None and not _version_accepts(candidate, version):
                 continue
+            if ck_format:
+                candidate = dataclasses.replace(candidate, rank=(rank[0], _ck_runnable(ctx, candidate)))
             found.append(candidate)
     found.sort(key=lambda c: c.rank)
     return found
@@ -338,7 +357,7 @@ def choose_package(
             raise MetaError(f"{candidate.record.meta_path}: ckx does not install CK package {candidate.label}: {reason}",
                             hint="'ckx search package --installable' lists the CK packages ckx installs and how")
         if tier == CK_SCRIPT:
-            allowed, why = ck_scripts_allowed(ctx.registry.get(candidate.record.repo), ctx.home.repos_dir)
+            allowed, why = ck_scripts_allowed(ctx.registry.get(candidate.record.repo), candidate.meta)
             if not allowed:
                 raise UsageError(f"{candidate.label} installs by running CK's scripts ({reason}); {why}",
                                  hint="pull the repo with 'ckx pull repo --url=...' or add it with 'ckx add repo:NAME --path=DIR'")
