@@ -163,16 +163,29 @@ ACTIONS: tuple[Action, ...] = (
            "ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=tags] [--deps.DEP=ENV_UID] [--offline]"
            " [--print_files=a,b] [--timeout=S] [-- EXTRA ARGS]", long=True,
            options=RUN_OPTIONS),
-    Action("benchmark", "program", "ckx.runs.benchmark:action_benchmark", "run a program N times and record the results",
+    Action("benchmark", "program", "ckx.runs.sweep_run:action_benchmark", "run a program N times and record the results",
            "ckx benchmark program:NAME --cmd_key=KEY [--repetitions=N] [--record] [--record_uoa=NAME] [--record_repo=REPO]"
-           " [--tags=...] [--print_files=a,b] [--skip_print_timers] [--skip_print_stats] [--env.VAR=V] [--timeout=S]",
+           " [--tags=...] [--print_files=a,b] [--skip_print_timers] [--skip_print_stats] [--env.VAR=V] [--timeout=S]"
+           " [--sweep.env.VAR=A,B --sweep.cmd_key=K1,K2 | @sweep.yaml] [--plan] [--force] [--max_failures=N]"
+           " [--executor=local|ray [--ray_address=ADDR]]",
            long=True,
            options=(*RUN_OPTIONS,
                     Option("repetitions", "int", 1, help="how many times to run", minimum=1),
                     Option("record", "bool", help="record the repetitions in an experiment"),
                     Option("record_uoa", help="the experiment to record into (default: the program's name)"),
                     Option("record_repo", help="the repo of that experiment (default: local)"),
-                    Option("tags", "list", help="tags of the recorded point"))),
+                    Option("tags", "list", help="tags of the recorded point"),
+                    Option("sweep", "dict", help="run every combination: --sweep.cmd_key=A,B --sweep.env.VAR=1,2 "
+                                                 "(also dep_add_tags.DEP, deps.DEP; sweep.exclude in @sweep.yaml)"),
+                    Option("plan", "bool", help="with --sweep: list the combinations, what is recorded and the "
+                                                "expected time; run nothing"),
+                    Option("force", "bool", help="with --sweep: run combinations that are recorded already too"),
+                    Option("max_failures", "int", help="with --sweep: stop after this many failed combinations",
+                           minimum=1),
+                    Option("executor", "str", "local", help="with --sweep: where combinations run",
+                           choices=("local", "ray")),
+                    Option("ray_address", help="with --executor=ray: the cluster to use (default: start a local "
+                                               "Ray instance)"))),
     Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points", "ckx show experiment:NAME",
            read_only=True, options=(TAGS,)),
     Action("replay", "experiment", "ckx.runs.replay:action_replay", "re-run a recorded point",

@@ -54,6 +54,7 @@ _SUMMARY_PATHS = {
     "cores": ("cpu.logical_cores", "cpu.count", "cpu.cores", "cpu.logical", "cpu_count", "cpu.physical_cores"),
     "os": ("os.name", "os.pretty_name", "os.description", "os.system", "os", "system"),
     "machine": ("machine", "cpu.arch", "os.machine", "arch", "cpu.architecture"),
+    "fingerprint": ("platform_id",),
 }
 
 
@@ -114,10 +115,18 @@ class Point:
     metric: dict
     tags: tuple[str, ...] = ()
     path: Path | None = None
+    status: str = "ok"  # "failed": a sweep's combination that did not run; it has no repetitions
+    failure: dict | None = None  # for a failed point: message, log_tail, node
+    node: str | None = None  # the node of a cluster the point ran on
+    sweep: dict | None = None  # for a sweep's point: {"params": {"env.X": "1", ...}}
 
     @property
     def platform(self) -> dict[str, Any]:
         return platform_summary(self.features)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
 
     def metric_stats(self) -> dict[str, Any] | None:
         """Statistics of the headline metric (``metric.value``), or None."""
@@ -134,6 +143,10 @@ class Point:
             "statistics": self.statistics,
             "metric": self.metric,
             "tags": list(self.tags),
+            **({"status": self.status} if self.status != "ok" else {}),
+            **({"failure": self.failure} if self.failure else {}),
+            **({"node": self.node} if self.node else {}),
+            **({"sweep": self.sweep} if self.sweep else {}),
         }
 
 
@@ -225,7 +238,10 @@ def _point_from_dict(data: Mapping[str, Any], path: Path) -> Point:
         stats = point_statistics(reps)
     return Point(uid=str(uid), choices=dict(data.get("choices") or {}), features=dict(data.get("features") or {}),
                  repetitions=tuple(reps), statistics=stats, metric=dict(data.get("metric") or {}),
-                 tags=tuple(data.get("tags") or ()), path=path)
+                 tags=tuple(data.get("tags") or ()), path=path, status=str(data.get("status") or "ok"),
+                 failure=data.get("failure") if isinstance(data.get("failure"), dict) else None,
+                 node=data.get("node") if isinstance(data.get("node"), str) else None,
+                 sweep=data.get("sweep") if isinstance(data.get("sweep"), dict) else None)
 
 
 def read_experiment(entry_dir: Path, meta_path: Path, record: EntryRecord | None = None) -> Experiment:
@@ -364,6 +380,7 @@ def point_summary(point: Point) -> dict:
         "repetitions": len(point.repetitions),
         "metric": point.metric.get("name"),
         "median": stats.get("median"),
+        **({"status": point.status} if point.status != "ok" else {}),
     }
 
 
