@@ -61,6 +61,7 @@ RUN_OPTIONS = (
 )
 NEW_NAME = (Option("new_alias", help="the new alias (same as the second CID)"),
             Option("new_repo", help="the repo to move or copy into"))
+MACHINE = Option("machine", help="only points of machines this names: part of the host name or CPU, or a fingerprint prefix")
 PORT = Option("port", "int", help="the port to listen on (0: any free one)", minimum=0, maximum=65535)
 
 ACTIONS: tuple[Action, ...] = (
@@ -186,8 +187,10 @@ ACTIONS: tuple[Action, ...] = (
                            choices=("local", "ray")),
                     Option("ray_address", help="with --executor=ray: the cluster to use (default: start a local "
                                                "Ray instance)"))),
-    Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points", "ckx show experiment:NAME",
-           read_only=True, options=(TAGS,)),
+    Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points",
+           "ckx show experiment:NAME [--machine=TEXT] [--group_by=machine]",
+           read_only=True, options=(TAGS, MACHINE,
+                                    Option("group_by", help="one table per machine", choices=("machine",)))),
     Action("replay", "experiment", "ckx.runs.replay:action_replay", "re-run a recorded point",
            "ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]", long=True,
            options=(Option("point", help="the point to replay (needed when there are several)"),
@@ -195,9 +198,9 @@ ACTIONS: tuple[Action, ...] = (
                     Option("record", "bool", help="record the repetitions in the same point"),
                     PRINT_FILES, TIMEOUT)),
     Action("export", "experiment", "ckx.runs.export:action_export", "export points as CSV or JSON",
-           "ckx export experiment:NAME --format=csv|json [--out=FILE]", read_only=True,
+           "ckx export experiment:NAME --format=csv|json [--out=FILE] [--machine=TEXT]", read_only=True,
            options=(Option("format", "str", "csv", help="the output format", choices=("csv", "json")),
-                    Option("out", "path", help="write to this file instead of printing"), TAGS)),
+                    Option("out", "path", help="write to this file instead of printing"), TAGS, MACHINE)),
     Action("generate", "submission", "ckx.runs.submission_actions:action_generate",
            "build an MLPerf submission tree from runs (--run makes them first)",
            "ckx generate submission --out=DIR [--run [--short]] [--system_type=edge|datacenter|datacenter,edge]"

@@ -67,6 +67,19 @@ def platform_summary(features: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def machine_matches(summary: Mapping[str, Any], text: str | None) -> bool:
+    """Whether a platform summary is the machine ``text`` names: part of its host name, CPU or label, or a
+    prefix of its fingerprint (``platform_id``); case does not matter. No text matches every machine."""
+    if not text:
+        return True
+    wanted = text.lower()
+    fingerprint = str(summary.get("fingerprint") or "").lower()
+    if fingerprint and fingerprint.startswith(wanted):
+        return True
+    return any(wanted in str(value).lower() for value in (summary.get("hostname"), summary.get("cpu"),
+                                                         machine_label(summary)) if value)
+
+
 def machine_label(summary: Mapping[str, Any]) -> str:
     """"host (cpu)" for tables and legends."""
     host = summary.get("hostname") or "unknown host"
@@ -426,7 +439,9 @@ def load_experiment(ctx: Context, cid: str | Cid) -> Experiment:
 
 # -- text for tables ----------------------------------------------------------------------------
 def metric_text(point: Point) -> str:
-    """"median ± stdev unit" of the point's headline metric, or "-"."""
+    """"median ± stdev unit" of the point's headline metric, "FAILED" for a failed point, or "-"."""
+    if point.failed:
+        return "FAILED"
     stats = point.metric_stats()
     if not stats:
         return "-"
@@ -443,7 +458,8 @@ def env_text(choices: Mapping[str, Any], limit: int = 60) -> str:
 
 __all__ = [
     "Experiment", "MODULE", "POINTS_DIR", "Point", "RecordOutcome", "Repetition", "SCHEMA_VERSION", "env_text",
-    "experiment_records", "load_experiment", "machine_label", "metric_info", "metric_text", "migrate_v0", "plain",
+    "experiment_records", "load_experiment", "machine_label", "machine_matches", "metric_info", "metric_text",
+    "migrate_v0", "plain",
     "platform_features", "platform_summary", "point_key", "point_summary", "point_uid", "read_experiment",
     "request_cids",
 ]

@@ -218,7 +218,7 @@ def _record(ctx: Context, outcome: Outcome, before: Status, *, name: str, repo: 
     failure = dict(outcome.failure or {"message": "the combination left no repetition", "log_tail": ""})
     choices = combo.choices(program, program_uid)
     done = record_point(ctx, name=name, choices=choices, features=features, repetitions=[], repo=repo,
-                        tags=tags + [cmd_tag, "failed"], node=outcome.node, sweep=sweep, failure=failure)
+                        tags=tags + [cmd_tag], node=outcome.node, sweep=sweep, failure=failure)
     return {"index": combo.index, "label": combo.label, "point": done.point.uid, "node": outcome.node,
             "message": str(failure.get("message") or ""), "log_tail": failure.get("log_tail")}
 
