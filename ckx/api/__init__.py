@@ -107,6 +107,10 @@ ACTIONS: tuple[Action, ...] = (
                     Option("branch", help="the branch to check out"),
                     Option("no_deps", "bool", help="do not pull the repos it depends on"),
                     Option("timeout", "seconds", help="seconds one git command may take (default 900)"))),
+    Action("push", "repo", "ckx.sharing.push:action_push", "commit a repo's new points, merge the remote's, push",
+           "ckx push repo:NAME [--message=TEXT]", long=True,
+           options=(Option("message", help="the commit message (default: how many files, from which host)"),
+                    Option("timeout", "seconds", help="seconds one git command may take (default 900)"))),
     Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo", "ckx unzip repo[:NAME] --zip=FILE|URL [--overwrite]",
            long=True,
            options=(Option("zip", help="the archive: a file or an http(s) URL", aliases=("archive",)),
@@ -254,7 +258,7 @@ ACTIONS: tuple[Action, ...] = (
 
 ACTION_ALIASES = {"ls": "list", "delete": "rm", "remove": "rm", "mv": "ren", "copy": "cp", "where": "path"}
 # Actions whose module is implied when the user gives none.
-DEFAULT_MODULE = {"pull": "repo", "unzip": "repo", "dashboard": None}
+DEFAULT_MODULE = {"pull": "repo", "push": "repo", "unzip": "repo", "dashboard": None}
 # Keys that CK's access() used for the same things.
 CK_KEYS = {"module_uoa": "module", "data_uoa": "entry", "repo_uoa": "repo"}
 
