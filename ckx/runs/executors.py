@@ -6,11 +6,8 @@ Ray task holds a whole node: the custom resource ``NODE_RESOURCE``, which every 
 """
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -121,55 +118,39 @@ def run_on_node(request: Mapping[str, Any]) -> dict[str, Any]:
     """Run ``ckx benchmark`` for one combination on this node; return the point's parts and its result files.
 
     ``request`` holds the program, cmd_key, env, dep_add_tags, deps, extra_args, repetitions, offline,
-    print_files and timeout. The benchmark runs as ``python -m ckx benchmark`` against this node's own
-    ckx, home and repos; nothing is recorded here. The answer carries the choices, the repetitions (their
-    characteristics, timings and files as bytes), this node's platform description and its name; or a
-    failure with the log tail.
+    print_files and timeout. The repetitions run as ``ckx benchmark`` runs them (each a program process of
+    its own), in this worker process, against this node's ckx, home (``CKX_HOME``) and repos; nothing is
+    recorded here. The answer carries the choices, the repetitions (their characteristics, timings and
+    files as bytes), this node's platform description and its name; or a failure with the log tail.
     """
     node = node_name()
-    inp = {"cmd_key": request["cmd_key"], "env": dict(request.get("env") or {}),
-           "dep_add_tags": dict(request.get("dep_add_tags") or {}), "deps": dict(request.get("deps") or {}),
-           "repetitions": int(request.get("repetitions") or 1), "offline": bool(request.get("offline")),
-           "print_files": list(request.get("print_files") or [])}
-    if request.get("timeout"):
-        inp["timeout"] = request["timeout"]
-    with tempfile.TemporaryDirectory(prefix="ckx-sweep-") as tmp:
-        input_path = Path(tmp) / "input.json"
-        input_path.write_text(json.dumps(inp), encoding="utf-8")
-        argv = [sys.executable, "-m", "ckx", "benchmark", str(request["program"]), f"@{input_path}", "--json",
-                "--quiet", "--skip_print_stats"]
-        extra = [str(a) for a in request.get("extra_args") or []]
-        if extra:
-            argv += ["--", *extra]
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-    try:
-        answer = json.loads(proc.stdout)
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict) or answer.get("return") != 0:
-        if isinstance(answer, dict) and answer.get("error"):
-            message = str(answer["error"])
-        else:
-            message = (f"ckx benchmark exited with code {proc.returncode} on {node}; last lines of stderr:\n"
-                       + "\n".join(proc.stderr.strip().splitlines()[-LOG_TAIL_LINES:]))
-        return {"ok": False, "node": node, "failure": _failure(f"on node {node}: {message}", node)}
-    reps = []
-    for rep in answer.get("repetitions") or []:
-        run_dir = Path(rep.get("run_dir") or ".")
-        files = {}
-        for name in dict.fromkeys([*(rep.get("files") or []), RESULT_FILE]):
-            path = run_dir / name
-            if path.is_file() and path.stat().st_size <= MAX_FILE_BYTES:
-                files[name] = path.read_bytes()
-        reps.append({"characteristics": rep.get("characteristics") or {}, "run_dir": rep.get("run_dir"),
-                     "started": rep.get("started"), "duration_s": rep.get("duration_s"), "files": files})
     ctx = Context(quiet=True, interactive=False)  # this node's home: CKX_HOME or the default
     try:
+        try:
+            choices, reps, failure = run_repetitions(
+                ctx, str(request["program"]), cmd_key=str(request["cmd_key"]),
+                repetitions=int(request.get("repetitions") or 1), env=dict(request.get("env") or {}),
+                dep_add_tags=dict(request.get("dep_add_tags") or {}), deps=dict(request.get("deps") or {}),
+                offline=bool(request.get("offline")), print_files=list(request.get("print_files") or []),
+                extra_args=[str(a) for a in request.get("extra_args") or []], timers=False,
+                timeout_s=request.get("timeout"))
+        except CkxError as exc:  # the program or a model missing here, a dependency that does not resolve
+            failure = exc
+            reps = []
+        if failure is not None:
+            return {"ok": False, "node": node, "failure": _failure(f"on node {node}: {failure.message}", node)}
+        answer = []
+        for rep in reps:
+            files = {}
+            for name, path in _with_result_file(rep).files:
+                if path.is_file() and path.stat().st_size <= MAX_FILE_BYTES:
+                    files[name] = path.read_bytes()
+            answer.append({"characteristics": rep.characteristics, "run_dir": rep.run_dir, "started": rep.started,
+                           "duration_s": rep.duration_s, "files": files})
         features = platform_features(ctx)
     finally:
         ctx.close()
-    return {"ok": True, "node": node, "choices": answer.get("choices") or {}, "repetitions": reps,
-            "features": features}
+    return {"ok": True, "node": node, "choices": choices, "repetitions": answer, "features": features}
 
 
 # -- ray -----------------------------------------------------------------------------------------

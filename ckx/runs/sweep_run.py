@@ -33,7 +33,7 @@ EXECUTORS = ("local", "ray")
 def action_benchmark(ctx: Context, inp: dict) -> dict:
     """``ckx benchmark program:NAME ...``: one point, or with ``--sweep.*`` every combination of a sweep."""
     if not inp.get("sweep"):
-        for name in ("plan", "max_failures"):
+        for name in ("plan", "max_failures", "force"):
             if inp.get(name):
                 raise UsageError(f"--{name} applies to a sweep", hint="name what to sweep: --sweep.env.VAR=1,2")
         if inp.get("executor") not in (None, "local") or inp.get("ray_address"):
