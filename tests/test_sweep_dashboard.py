@@ -114,3 +114,50 @@ def test_the_sweep_dashboard_in_headless_chromium(sweep, cli, tmp_path, browser)
     shot = tmp_path / "sweep.png"
     browser.save_screenshot(str(shot))
     assert Path(shot).stat().st_size > 10_000
+
+
+# -- machines in show and export -----------------------------------------------------------------
+def test_show_groups_a_sweep_by_machine_and_export_filters_by_machine(sweep, cli, ckx_home):
+    import csv
+    import io
+    import json
+
+    proc = cli("show", "experiment:grid", "--group_by=machine")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "machine alpha (Alpha CPU) (no fingerprint): 6 point(s)" in text
+    assert "machine beta (Beta CPU) (no fingerprint): 5 point(s)" in text
+    assert text.index("machine alpha") < text.index("machine beta")
+    assert "FAILED" in text and "out of memory" in text  # the failed point and its log tail
+
+    proc = cli("show", "experiment:grid", "--machine=beta", "--json")
+    (exp,) = json.loads(proc.stdout)["experiments"]
+    assert len(exp["points"]) == 5 and {p["platform"]["hostname"] for p in exp["points"]} == {"beta"}
+    assert [m["label"] for m in exp["machines"]] == ["beta (Beta CPU)"]
+    assert sum(p["status"] == "failed" for p in exp["points"]) == 1
+
+    proc = cli("export", "experiment:grid", "--format=csv", "--machine=Alpha CPU")
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 12 and {r["platform.hostname"] for r in rows} == {"alpha"}  # 6 points x 2 repetitions
+    assert {r["node"] for r in rows} == {"alpha"}
+    proc = cli("export", "experiment:grid", "--format=json", "--machine=nowhere")
+    assert json.loads(proc.stdout)["experiments"][0]["points"] == []
+
+
+def test_a_fingerprint_prefix_names_a_machine(ckx_home, cli):
+    import json
+
+    ctx = Context(Home(ckx_home), quiet=True, interactive=False)
+    try:
+        for platform_id, host in (("ab12cd34ef56ab78", "gamma"), ("ffee000011112222", "delta")):
+            record_point(ctx, name="prints", choices=sweep_choices("1", "8"),
+                         features={"hostname": host, "platform_id": platform_id, "cpu": {"model": "Same CPU"}},
+                         repetitions=[Repetition(perf(10.0))])
+    finally:
+        ctx.close()
+    proc = cli("show", "experiment:prints", "--machine=ab12", "--json")
+    (exp,) = json.loads(proc.stdout)["experiments"]
+    assert [p["platform"]["hostname"] for p in exp["points"]] == ["gamma"]
+    assert exp["points"][0]["platform"]["fingerprint"] == "ab12cd34ef56ab78"
+    proc = cli("show", "experiment:prints", "--group_by=machine")
+    assert "machine gamma (Same CPU) (ab12cd34ef56ab78): 1 point(s)" in proc.stdout

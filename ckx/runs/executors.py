@@ -138,7 +138,8 @@ def run_on_node(request: Mapping[str, Any]) -> dict[str, Any]:
             failure = exc
             reps = []
         if failure is not None:
-            return {"ok": False, "node": node, "failure": _failure(f"on node {node}: {failure.message}", node)}
+            return {"ok": False, "node": node, "failure": _failure(f"on node {node}: {failure.message}", node),
+                    "features": platform_features(ctx)}
         answer = []
         for rep in reps:
             files = {}
@@ -186,7 +187,9 @@ class RayExecutor:
         else:
             # Its workers inherit this process's environment: the same ckx, CKX_HOME and repos.
             self.ctx.info("starting a local Ray instance (one node)")
-            ray.init(resources={NODE_RESOURCE: 1}, **options)
+            # num_cpus=1: the tasks ask for no CPUs (a benchmark takes the whole node through NODE_RESOURCE),
+            # so one worker suffices, and Ray then starts one worker process ahead instead of one per core.
+            ray.init(num_cpus=1, resources={NODE_RESOURCE: 1}, **options)
         nodes = [n for n in ray.nodes() if n.get("Alive") and (n.get("Resources") or {}).get(NODE_RESOURCE)]
         if not nodes:
             ray.shutdown()
@@ -225,7 +228,8 @@ class RayExecutor:
     def _outcome(self, combo: Combination, answer: Mapping[str, Any]) -> Outcome:
         node = answer.get("node")
         if not answer.get("ok"):
-            return Outcome(combo, node=node, failure=dict(answer.get("failure") or {}))
+            return Outcome(combo, features=dict(answer.get("features") or {}), node=node,
+                           failure=dict(answer.get("failure") or {}))
         reps = []
         for number, rep in enumerate(answer.get("repetitions") or [], start=1):
             folder = self.files_dir / f"{combo.index}" / str(number)
