@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -74,6 +75,7 @@ class Cluster:
     def __init__(self, home: Path) -> None:
         self.port = _free_port()
         temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+        self.temp = temp
         ray = Path(sys.executable).with_name("ray")
         self.proc = subprocess.Popen([str(ray), "start", "--head", "--block", '--resources={"ckx_node": 1}',
                                       f"--port={self.port}", f"--temp-dir={temp}", "--include-dashboard=false",
@@ -88,6 +90,7 @@ class Cluster:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

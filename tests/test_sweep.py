@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -234,6 +235,7 @@ def ray_cluster(ckx_home):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow
