@@ -66,6 +66,7 @@ NEW_NAME = (Option("new_alias", help="the new alias (same as the second CID)"),
             Option("new_repo", help="the repo to move or copy into"))
 # ``run program[:NAME] --help`` also describes the program (or lists the programs).
 PROGRAM_HELP = "ckx.runs.program_help:program_help"
+MACHINE = Option("machine", help="only points of machines this names: part of the host name or CPU, or a fingerprint prefix")
 PORT = Option("port", "int", help="the port to listen on (0: any free one)", minimum=0, maximum=65535)
 
 ACTIONS: tuple[Action, ...] = (
@@ -120,6 +121,10 @@ ACTIONS: tuple[Action, ...] = (
                     Option("no_deps", "bool", help="do not pull the repos it depends on"),
                     Option("timeout", "seconds", help="seconds one git command may take (default 900)"),
                     Option("offline", "bool", help="contact no host: only file:// and path URLs are pulled (also CKX_OFFLINE=1)"))),
+    Action("push", "repo", "ckx.sharing.push:action_push", "commit a repo's new points, merge the remote's, push",
+           "ckx push repo:NAME [--message=TEXT]", long=True,
+           options=(Option("message", help="the commit message (default: how many files, from which host)"),
+                    Option("timeout", "seconds", help="seconds one git command may take (default 900)"))),
     Action("unzip", "repo", "ckx.sharing.unzip:action_unzip", "extract a zip of entries or of a repo",
            "ckx unzip repo[:NAME] [--zip=FILE|URL] [--overwrite] [--allow_code] [--offline]", long=True,
            options=(Option("zip", help="the archive: a file or an http(s) URL (default ./ckr.zip)", aliases=("archive", "file")),
@@ -186,19 +191,34 @@ ACTIONS: tuple[Action, ...] = (
            "ckx run program:NAME --cmd_key=KEY [--env.VAR=V] [--dep_add_tags.DEP=tags] [--deps.DEP=ENV_UID] [--offline]"
            " [--print_files=a,b] [--timeout=S] [-- EXTRA ARGS]", long=True,
            options=RUN_OPTIONS, help_target=PROGRAM_HELP),
-    Action("benchmark", "program", "ckx.runs.benchmark:action_benchmark", "run a program N times and record the results",
+    Action("benchmark", "program", "ckx.runs.sweep_run:action_benchmark", "run a program N times and record the results",
            "ckx benchmark program:NAME --cmd_key=KEY [--repetitions=N] [--record] [--record_uoa=NAME] [--record_repo=REPO]"
-           " [--tags=...] [--print_files=a,b] [--skip_print_timers] [--skip_print_stats] [--env.VAR=V] [--timeout=S]",
+           " [--tags=...] [--print_files=a,b] [--skip_print_timers] [--skip_print_stats] [--env.VAR=V] [--timeout=S]"
+           " [--sweep.env.VAR=A,B --sweep.cmd_key=K1,K2 | @sweep.yaml] [--plan] [--force] [--max_failures=N]"
+           " [--executor=local|ray [--ray_address=ADDR]]",
            long=True,
            options=(*RUN_OPTIONS,
                     Option("repetitions", "int", 1, help="how many times to run", minimum=1),
                     Option("record", "bool", help="record the repetitions in an experiment"),
                     Option("record_uoa", help="the experiment to record into (default: the program's name)"),
                     Option("record_repo", help="the repo of that experiment (default: local)"),
-                    Option("tags", "list", help="tags of the recorded point")),
+                    Option("tags", "list", help="tags of the recorded point"),
+                    Option("sweep", "dict", help="run every combination: --sweep.cmd_key=A,B --sweep.env.VAR=1,2 "
+                                                 "(also dep_add_tags.DEP, deps.DEP; sweep.exclude in @sweep.yaml)"),
+                    Option("plan", "bool", help="with --sweep: list the combinations, what is recorded and the "
+                                                "expected time; run nothing"),
+                    Option("force", "bool", help="with --sweep: run combinations that are recorded already too"),
+                    Option("max_failures", "int", help="with --sweep: stop after this many failed combinations",
+                           minimum=1),
+                    Option("executor", "str", "local", help="with --sweep: where combinations run",
+                           choices=("local", "ray")),
+                    Option("ray_address", help="with --executor=ray: the cluster to use (default: start a local "
+                                               "Ray instance)")),
            help_target=PROGRAM_HELP),
-    Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points", "ckx show experiment:NAME",
-           read_only=True, options=(TAGS,)),
+    Action("show", "experiment", "ckx.runs.show:action_show", "a table of an experiment's points",
+           "ckx show experiment:NAME [--machine=TEXT] [--group_by=machine]",
+           read_only=True, options=(TAGS, MACHINE,
+                                    Option("group_by", help="one table per machine", choices=("machine",)))),
     Action("replay", "experiment", "ckx.runs.replay:action_replay", "re-run a recorded point",
            "ckx replay experiment:NAME [--point=UID] [--repetitions=N] [--record]", long=True,
            options=(Option("point", help="the point to replay (needed when there are several)"),
@@ -206,9 +226,9 @@ ACTIONS: tuple[Action, ...] = (
                     Option("record", "bool", help="record the repetitions in the same point"),
                     PRINT_FILES, TIMEOUT)),
     Action("export", "experiment", "ckx.runs.export:action_export", "export points as CSV or JSON",
-           "ckx export experiment:NAME --format=csv|json [--out=FILE]", read_only=True,
+           "ckx export experiment:NAME --format=csv|json [--out=FILE] [--machine=TEXT]", read_only=True,
            options=(Option("format", "str", "csv", help="the output format", choices=("csv", "json")),
-                    Option("out", "path", help="write to this file instead of printing"), TAGS)),
+                    Option("out", "path", help="write to this file instead of printing"), TAGS, MACHINE)),
     Action("generate", "submission", "ckx.runs.submission_actions:action_generate",
            "build an MLPerf submission tree from runs (--run makes them first)",
            "ckx generate submission --out=DIR [--run [--short]] [--system_type=edge|datacenter|datacenter,edge]"
@@ -270,7 +290,7 @@ ACTIONS: tuple[Action, ...] = (
 
 ACTION_ALIASES = {"ls": "list", "delete": "rm", "remove": "rm", "mv": "ren", "copy": "cp", "where": "path"}
 # Actions whose module is implied when the user gives none.
-DEFAULT_MODULE = {"pull": "repo", "unzip": "repo", "dashboard": None}
+DEFAULT_MODULE = {"pull": "repo", "push": "repo", "unzip": "repo", "dashboard": None}
 # CK's names of modules that ckx folds into one of its own, per action: ``detect platform.os`` is ``detect platform``.
 MODULE_ALIASES = {("detect", "platform.os"): "platform"}
 # Keys that CK's access() used for the same things.

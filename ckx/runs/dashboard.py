@@ -48,7 +48,8 @@ def dashboard_data(experiments: Sequence[Experiment], *, title: str = "ckx exper
 
     Each point carries its tags (those it was recorded with, plus experiment tags no point carries), the
     headline metric of every repetition, the metric's statistics, median latency percentiles, median top-1
-    accuracy and each repetition's validity.
+    accuracy, each repetition's validity, its status (ok or failed), the node it ran on and, for a sweep's
+    point, the swept parameters' values (``sweep``).
     """
     machines: list[dict[str, Any]] = []
     machine_ids: dict[tuple, int] = {}
@@ -88,6 +89,9 @@ def dashboard_data(experiments: Sequence[Experiment], *, title: str = "ckx exper
                 "accuracy": _median(point.statistics, "accuracy.top1"),
                 "valid": [c.get("valid") if isinstance(c.get("valid"), bool) else None for c in reps],
                 "n": len(point.repetitions),
+                "status": point.status,
+                "node": point.node,
+                "sweep": dict((point.sweep or {}).get("params") or {}) or None,
             })
     generated = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     return {"title": title, "generated": generated, "ckx_version": __version__, "experiments": exps,

@@ -54,6 +54,7 @@ _SUMMARY_PATHS = {
     "cores": ("cpu.logical_cores", "cpu.count", "cpu.cores", "cpu.logical", "cpu_count", "cpu.physical_cores"),
     "os": ("os.name", "os.pretty_name", "os.description", "os.system", "os", "system"),
     "machine": ("machine", "cpu.arch", "os.machine", "arch", "cpu.architecture"),
+    "fingerprint": ("platform_id",),
 }
 
 
@@ -64,6 +65,19 @@ def platform_summary(features: Mapping[str, Any]) -> dict[str, Any]:
     for name, paths in _SUMMARY_PATHS.items():
         summary[name] = next((flat[p] for p in paths if flat.get(p) not in (None, "")), None)
     return summary
+
+
+def machine_matches(summary: Mapping[str, Any], text: str | None) -> bool:
+    """Whether a platform summary is the machine ``text`` names: part of its host name, CPU or label, or a
+    prefix of its fingerprint (``platform_id``); case does not matter. No text matches every machine."""
+    if not text:
+        return True
+    wanted = text.lower()
+    fingerprint = str(summary.get("fingerprint") or "").lower()
+    if fingerprint and fingerprint.startswith(wanted):
+        return True
+    return any(wanted in str(value).lower() for value in (summary.get("hostname"), summary.get("cpu"),
+                                                         machine_label(summary)) if value)
 
 
 def machine_label(summary: Mapping[str, Any]) -> str:
@@ -114,10 +128,18 @@ class Point:
     metric: dict
     tags: tuple[str, ...] = ()
     path: Path | None = None
+    status: str = "ok"  # "failed": a sweep's combination that did not run; it has no repetitions
+    failure: dict | None = None  # for a failed point: message, log_tail, node
+    node: str | None = None  # the node of a cluster the point ran on
+    sweep: dict | None = None  # for a sweep's point: {"params": {"env.X": "1", ...}}
 
     @property
     def platform(self) -> dict[str, Any]:
         return platform_summary(self.features)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
 
     def metric_stats(self) -> dict[str, Any] | None:
         """Statistics of the headline metric (``metric.value``), or None."""
@@ -134,6 +156,10 @@ class Point:
             "statistics": self.statistics,
             "metric": self.metric,
             "tags": list(self.tags),
+            **({"status": self.status} if self.status != "ok" else {}),
+            **({"failure": self.failure} if self.failure else {}),
+            **({"node": self.node} if self.node else {}),
+            **({"sweep": self.sweep} if self.sweep else {}),
         }
 
 
@@ -225,7 +251,10 @@ def _point_from_dict(data: Mapping[str, Any], path: Path) -> Point:
         stats = point_statistics(reps)
     return Point(uid=str(uid), choices=dict(data.get("choices") or {}), features=dict(data.get("features") or {}),
                  repetitions=tuple(reps), statistics=stats, metric=dict(data.get("metric") or {}),
-                 tags=tuple(data.get("tags") or ()), path=path)
+                 tags=tuple(data.get("tags") or ()), path=path, status=str(data.get("status") or "ok"),
+                 failure=data.get("failure") if isinstance(data.get("failure"), dict) else None,
+                 node=data.get("node") if isinstance(data.get("node"), str) else None,
+                 sweep=data.get("sweep") if isinstance(data.get("sweep"), dict) else None)
 
 
 def read_experiment(entry_dir: Path, meta_path: Path, record: EntryRecord | None = None) -> Experiment:
@@ -364,6 +393,7 @@ def point_summary(point: Point) -> dict:
         "repetitions": len(point.repetitions),
         "metric": point.metric.get("name"),
         "median": stats.get("median"),
+        **({"status": point.status} if point.status != "ok" else {}),
     }
 
 
@@ -409,7 +439,9 @@ def load_experiment(ctx: Context, cid: str | Cid) -> Experiment:
 
 # -- text for tables ----------------------------------------------------------------------------
 def metric_text(point: Point) -> str:
-    """"median ± stdev unit" of the point's headline metric, or "-"."""
+    """"median ± stdev unit" of the point's headline metric, "FAILED" for a failed point, or "-"."""
+    if point.failed:
+        return "FAILED"
     stats = point.metric_stats()
     if not stats:
         return "-"
@@ -426,7 +458,8 @@ def env_text(choices: Mapping[str, Any], limit: int = 60) -> str:
 
 __all__ = [
     "Experiment", "MODULE", "POINTS_DIR", "Point", "RecordOutcome", "Repetition", "SCHEMA_VERSION", "env_text",
-    "experiment_records", "load_experiment", "machine_label", "metric_info", "metric_text", "migrate_v0", "plain",
+    "experiment_records", "load_experiment", "machine_label", "machine_matches", "metric_info", "metric_text",
+    "migrate_v0", "plain",
     "platform_features", "platform_summary", "point_key", "point_summary", "point_uid", "read_experiment",
     "request_cids",
 ]

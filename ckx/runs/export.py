@@ -9,7 +9,9 @@ from typing import Any, Mapping, Sequence
 
 from ckx.core.errors import NotFound, UsageError
 from ckx.core.jsonio import write_text_atomic
-from ckx.runs.experiment import SCHEMA_VERSION, Experiment, experiment_records, read_experiment, request_cids
+from ckx.runs.experiment import (
+    SCHEMA_VERSION, Experiment, experiment_records, machine_matches, read_experiment, request_cids,
+)
 from ckx.runs.stats import SETTINGS_PREFIXES, flatten
 from ckx.store.context import Context
 
@@ -18,17 +20,25 @@ from ckx.store.context import Context
 FIXED_COLUMNS = ["experiment", "point", "repetition", "started", "duration_s", "run_dir"]
 
 
-def export_rows(experiments: Sequence[Experiment]) -> tuple[list[str], list[dict[str, Any]]]:
-    """One row per repetition: experiment, point, repetition number, choices.*, platform.*, metrics.*."""
+def export_rows(experiments: Sequence[Experiment], machine: str | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per repetition: experiment, point, repetition number, choices.*, platform.*, metrics.*.
+
+    ``machine`` keeps the points of the machines it names (see ``machine_matches``); a point that ran on
+    a cluster node has a ``node`` column.
+    """
     rows: list[dict[str, Any]] = []
     for exp in experiments:
         for point in exp.points:
+            if not machine_matches(point.platform, machine):
+                continue
             choices = {f"choices.{k}": v for k, v in flatten(point.choices).items()}
             platform = {f"platform.{k}": v for k, v in point.platform.items()}
             for number, rep in enumerate(point.repetitions, start=1):
                 row: dict[str, Any] = {"experiment": exp.cid, "point": point.uid, "repetition": number,
                                        "started": rep.get("started"), "duration_s": rep.get("duration_s"),
                                        "run_dir": rep.get("run_dir")}
+                if point.node:
+                    row["node"] = point.node
                 row.update(choices)
                 row.update(platform)
                 for key, value in flatten(rep.get("characteristics") or {}).items():
@@ -54,10 +64,11 @@ def to_csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def experiment_document(exp: Experiment) -> dict:
-    """The JSON export of one experiment: identity, meta and full points."""
+def experiment_document(exp: Experiment, machine: str | None = None) -> dict:
+    """The JSON export of one experiment: identity, meta and full points (of the machines ``machine`` names)."""
     return {"cid": exp.cid, "uid": exp.uid, "alias": exp.alias, "tags": exp.tags, "path": str(exp.path),
-            "meta": exp.meta, "points": [dict(p.to_dict(), platform=p.platform) for p in exp.points]}
+            "meta": exp.meta, "points": [dict(p.to_dict(), platform=p.platform) for p in exp.points
+                                         if machine_matches(p.platform, machine)]}
 
 
 def action_export(ctx: Context, inp: dict) -> dict:
@@ -71,11 +82,12 @@ def action_export(ctx: Context, inp: dict) -> dict:
         raise NotFound("no experiments to export", hint="record one with 'ckx benchmark ... --record'")
     experiments = [read_experiment(r.path, r.meta_path, r) for r in records]
     if fmt_name == "csv":
-        columns, rows = export_rows(experiments)
+        columns, rows = export_rows(experiments, inp.get("machine"))
         text = to_csv(columns, rows)
         result: dict[str, Any] = {"return": 0, "format": "csv", "rows": len(rows), "columns": columns}
     else:
-        document = {"schema_version": SCHEMA_VERSION, "experiments": [experiment_document(e) for e in experiments]}
+        document = {"schema_version": SCHEMA_VERSION, "experiments": [experiment_document(e, inp.get("machine"))
+                                                                  for e in experiments]}
         text = json.dumps(document, indent=2, sort_keys=True, default=str) + "\n"
         result = {"return": 0, "format": "json", "experiments": len(experiments)}
     out = inp.get("out")

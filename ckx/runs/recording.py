@@ -41,12 +41,20 @@ def record_point(
     repetitions: Sequence[Repetition],
     repo: str | None = None,
     tags: Sequence[str] = (),
+    node: str | None = None,
+    sweep: Mapping[str, Any] | None = None,
+    replaces: Sequence[str] = (),
+    failure: Mapping[str, Any] | None = None,
 ) -> RecordOutcome:
     """Add ``repetitions`` of one point to experiment ``name`` in ``repo`` (default: local), creating either.
 
     The point's uid is ``point_uid(choices, features)``: the same choices on the same machine add repetitions to
     the same point; nothing is ever overwritten. Files named in each repetition are copied under
     ``points/<uid>/files/<repetition>/``. Holds a per-experiment file lock, so concurrent recorders are safe.
+    ``node`` names the cluster node it ran on and ``sweep`` the swept parameters' values; ``replaces`` are
+    uids of earlier points (a sweep's failed record of the same combination) removed in the same update.
+    With ``failure`` (message, log_tail, node) a failed point is written instead: no repetitions, its uid
+    ``failed_point_uid(choices, features)``, replacing an earlier failure of the same combination.
     Raises UsageError for a bad name or a read-only repo, MetaError for an unreadable or newer experiment.
     """
     check_name(name, "experiment name")
@@ -69,8 +77,10 @@ def record_point(
             for point in experiment.points:
                 write_json_atomic(entry_dir / POINTS_DIR / f"{point.uid}.json", point.to_dict())
 
-        uid = point_uid(choices, features)
+        uid = failed_point_uid(choices, features) if failure is not None else point_uid(choices, features)
         old = existing.get(uid)
+        if failure is not None or (old is not None and old.failed):
+            old = None  # a failure is replaced whole; a success never extends a failure's record
         reps = list(old.repetitions) if old else []
         added = []
         for rep in repetitions:
@@ -88,11 +98,19 @@ def record_point(
         point = Point(uid=uid, choices=dict(old.choices) if old else plain(dict(choices)),
                       features=dict(old.features) if old else plain(dict(features)), repetitions=tuple(reps),
                       statistics=point_statistics(reps), metric=metric_info(reps), tags=tuple(point_tags),
-                      path=entry_dir / POINTS_DIR / f"{uid}.json")
+                      path=entry_dir / POINTS_DIR / f"{uid}.json",
+                      status="failed" if failure is not None else "ok",
+                      failure=plain(dict(failure)) if failure is not None else None,
+                      node=node or (old.node if old else None),
+                      sweep=plain(dict(sweep)) if sweep else (old.sweep if old else None))
         write_json_atomic(point.path, point.to_dict())
+        dropped = {u for u in replaces if u != uid and u in existing}
+        for gone in dropped:
+            (entry_dir / POINTS_DIR / f"{gone}.json").unlink(missing_ok=True)
 
-        points = [point if p.uid == uid else p for p in experiment.points]
-        if old is None:
+        created_point = uid not in existing
+        points = [point if p.uid == uid else p for p in experiment.points if p.uid not in dropped]
+        if created_point:
             points.append(point)
         meta["tags"] = list(dict.fromkeys(list(meta.get("tags") or []) + tags))
         meta["points"] = [point_summary(p) for p in points]
@@ -103,7 +121,13 @@ def record_point(
         write_json_atomic(entry_dir / "meta.json", meta)
     ctx.index.refresh([MODULE], force=True)
     final = Experiment(entry_dir, meta, tuple(points))
-    return RecordOutcome(final, point, tuple(added), created, old is None)
+    return RecordOutcome(final, point, tuple(added), created, created_point)
 
 
-__all__ = ["record_point", "timestamp"]
+def failed_point_uid(choices: Mapping[str, Any], features: Mapping[str, Any]) -> str:
+    """The uid of a combination's failed record: never the uid a successful run of it gets."""
+    digest = hashlib.sha256(("failed\0" + point_uid(choices, features)).encode("utf-8")).hexdigest()
+    return digest[:16]
+
+
+__all__ = ["failed_point_uid", "record_point", "timestamp"]

@@ -27,6 +27,7 @@ from ckx.core.cid import check_name
 from ckx.core.errors import CkxError, DownloadError, NotFound, UsageError
 from ckx.core.jsonio import read_json
 from ckx.sharing.catalog import CatalogEntry, load_catalog, url_for_alias
+from ckx.sharing.merge import MergeRefused, identity_args as _identity, merge_theirs
 from ckx.sharing.placement import move_and_register
 from ckx.sharing.staging import staging_dir
 from ckx.store.context import Context
@@ -163,7 +164,7 @@ def local_ways_forward(name: str | None) -> str:
 
 @dataclass(frozen=True)
 class PullOutcome:
-    """What a pull did to one repo. ``state``: cloned, updated, up-to-date, ahead, present, skipped or failed."""
+    """What a pull did to one repo. ``state``: cloned, updated, merged, up-to-date, ahead, present, skipped or failed."""
 
     name: str
     state: str  # cloned, updated, up-to-date, ahead, present, skipped (offline) or failed
@@ -394,11 +395,17 @@ def _update(ctx: Context, repo: Repo, url: str | None, branch: str | None, timeo
             state = "ahead"
             ctx.info(f"repo {repo.name} has local commits that {origin} does not have; nothing to pull")
         else:
-            raise GitError(
-                f"repo {repo.name} has diverged from {origin} ({wanted}): both have commits the other lacks, "
-                "so it cannot be fast-forwarded",
-                hint=f"reconcile it with git in {repo.path} (rebase or reset), then pull again",
-            )
+            # Both sides recorded points: merge theirs point by point (refused if it would overwrite any).
+            try:
+                merge_theirs(git, repo.path, fetched, message=f"ckx pull: merge the points of {origin} ({wanted})",
+                             identity=_identity(git), experiments_only=True)
+            except MergeRefused as exc:
+                raise GitError(
+                    f"repo {repo.name} has diverged from {origin} ({wanted}): both have commits the other lacks, "
+                    f"so it cannot be fast-forwarded, and {exc.message}",
+                    hint=f"reconcile it with git in {repo.path} (rebase or reset), then pull again",
+                ) from None
+            state = "merged"
         commit = git("rev-parse", "--short", "HEAD").stdout.strip()
     ctx.forget_registry()
     return PullOutcome(repo.name, state, repo.path, origin, repo.format, commit)

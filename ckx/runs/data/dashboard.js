@@ -1,4 +1,5 @@
-/* ckx dashboard: renders the embedded experiment data as SVG plots and tables; filters by tag. */
+/* ckx dashboard: renders the embedded experiment data as SVG plots and tables; filters by tag, machine and
+   swept parameter; a sweep's experiment gets a plot per swept parameter and a machine-by-configuration table. */
 (function () {
   'use strict';
 
@@ -8,6 +9,8 @@
   const PERCENTILES = ['p50', 'p90', 'p95', 'p97', 'p99', 'p99.9'];
   const data = JSON.parse(document.getElementById('ckx-data').textContent);
   const active = new Set();
+  const shownMachines = new Set();  // none selected: every machine
+  const shownValues = new Map();  // swept parameter -> the values selected (none: every value)
 
   // -- small utilities -----------------------------------------------------------------------------
   function el(tag, attrs, text) {
@@ -54,7 +57,30 @@
     for (const tag of active) {
       if (!point.tags.includes(tag)) return false;
     }
+    if (shownMachines.size && !shownMachines.has(point.machine)) return false;
+    for (const [param, values] of shownValues) {
+      if (values.size && !(point.sweep && values.has(point.sweep[param]))) return false;
+    }
     return true;
+  }
+
+  // The swept parameters of the points, in the order they were swept, and each one's values.
+  function sweptParams(points) {
+    const params = new Map();
+    for (const p of points) {
+      for (const [k, v] of Object.entries(p.sweep || {})) {
+        if (!params.has(k)) params.set(k, []);
+        if (!params.get(k).includes(v)) params.get(k).push(v);
+      }
+    }
+    for (const values of params.values()) sortValues(values);
+    return params;
+  }
+
+  function sortValues(values) {
+    const numeric = values.every(v => v !== '' && isFinite(Number(v)));
+    values.sort(numeric ? (a, b) => Number(a) - Number(b) : (a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return values;
   }
 
   // Axis labels for a set of points: the uid prefix and what varies among them (command key, env, machine).
@@ -271,6 +297,100 @@
     return Array.from(groups.values());
   }
 
+  // A sweep: the median metric against one swept parameter, one line per setting of the others (and machine).
+  function paramPlot(points, param, values, metric) {
+    const others = p => Object.entries(p.sweep).filter(([k]) => k !== param).map(([k, v]) => `${k}=${v}`)
+      .concat(new Set(points.map(q => q.machine)).size > 1 ? [data.machines[p.machine].hostname || '?'] : [])
+      .join(' ') || 'all';
+    const lines = new Map();
+    for (const p of points) {
+      const key = others(p);
+      if (!lines.has(key)) lines.set(key, []);
+      lines.get(key).push(p);
+    }
+    const unit = metric.unit ? ` (${metric.unit})` : '';
+    const f = frame(values, points.map(p => p.stats.median), (metric.name || 'metric') + unit);
+    const marks = sv('g', {class: 'marks'});
+    const legendBox = el('div', {class: 'legend'});
+    Array.from(lines.keys()).forEach((key, li) => {
+      const c = PALETTE[li % PALETTE.length];
+      const line = lines.get(key).slice().sort((a, b) => values.indexOf(a.sweep[param]) - values.indexOf(b.sweep[param]));
+      const g = sv('g', {'data-line': key});
+      const coords = line.map(p => [f.x(values.indexOf(p.sweep[param])), f.y(p.stats.median), p]);
+      g.appendChild(sv('polyline', {points: coords.map(xy => xy[0] + ',' + xy[1]).join(' '), fill: 'none', stroke: c,
+                                    'stroke-width': 1.5}));
+      for (const [x, y, p] of coords) {
+        g.appendChild(tip(sv('circle', {'data-kind': 'sweep-point', 'data-point': p.uid, 'data-machine': p.machine,
+                                        cx: x, cy: y, r: 4, fill: c}),
+                          `${param}=${p.sweep[param]} · ${key}\nmedian ${fmt(p.stats.median)}${unit} on ` +
+                          `${data.machines[p.machine].label}`));
+      }
+      marks.appendChild(g);
+      const item = el('span', {});
+      item.appendChild(el('span', {class: 'swatch', style: `background:${c}`}));
+      item.appendChild(document.createTextNode(key));
+      legendBox.appendChild(item);
+    });
+    f.svg.appendChild(marks);
+    f.svg.setAttribute('data-plot', 'sweep');
+    f.svg.setAttribute('data-param', param);
+    f.svg.setAttribute('data-metric', metric.name || '');
+    const box = el('div', {class: 'plot'});
+    box.appendChild(el('p', {class: 'title'}, `${metric.name || 'metric'}${unit} against ${param}`));
+    box.appendChild(el('p', {class: 'note'}, `median over repetitions; one line per setting of the other ` +
+                                             `parameters; ${points.length} point(s)`));
+    box.appendChild(f.svg);
+    box.appendChild(legendBox);
+    return box;
+  }
+
+  function sweepPlots(points) {
+    const measured = points.filter(p => p.sweep && p.stats && isNum(p.stats.median));
+    const box = el('div', {class: 'plots sweep'});
+    const params = sweptParams(measured);
+    for (const group of metricGroups(measured)) {
+      for (const param of params.keys()) {
+        const own = group.points.filter(p => param in p.sweep);
+        const values = sortValues(Array.from(new Set(own.map(p => p.sweep[param]))));
+        if (values.length > 1) box.appendChild(paramPlot(own, param, values, group.metric));
+      }
+    }
+    return box.children.length ? box : null;
+  }
+
+  // Rows: the sweep's configurations; columns: the machines; cells: median ± stdev, or failed.
+  function machineTable(points) {
+    const swept = points.filter(p => p.sweep);
+    if (!swept.length) return null;
+    const machines = Array.from(new Set(swept.map(p => p.machine))).sort((a, b) => a - b);
+    const rows = new Map();
+    for (const p of swept) {
+      const label = Object.entries(p.sweep).map(([k, v]) => `${k}=${v}`).join(' ');
+      if (!rows.has(label)) rows.set(label, new Map());
+      rows.get(label).set(p.machine, p);
+    }
+    const table = el('table', {class: 'points machines', 'data-table': 'machines'});
+    const head = el('tr');
+    head.appendChild(el('th', {}, 'configuration'));
+    for (const m of machines) head.appendChild(el('th', {'data-machine': m}, data.machines[m].label));
+    table.appendChild(el('thead')).appendChild(head);
+    const body = table.appendChild(el('tbody'));
+    for (const [label, cells] of rows) {
+      const row = el('tr', {'data-configuration': label});
+      row.appendChild(el('td', {class: 'mono'}, label));
+      for (const m of machines) {
+        const p = cells.get(m);
+        let text = '-';
+        if (p && p.status === 'failed') text = 'failed';
+        else if (p && p.stats) text = `${fmt(p.stats.median)} ± ${fmt(p.stats.stdev)} ${p.metric.unit || ''}`.trim();
+        row.appendChild(el('td', {class: p && p.status === 'failed' ? 'num invalid' : 'num',
+                                  'data-point': p ? p.uid : null, title: p && p.node ? `ran on ${p.node}` : null}, text));
+      }
+      body.appendChild(row);
+    }
+    return table;
+  }
+
   // -- tables ------------------------------------------------------------------------------------
   const COLUMNS = ['point', 'cmd_key', 'env', 'machine', 'reps', 'metric', 'median', 'stdev', 'min', 'max', 'range %',
                    'p50 ms', 'p90 ms', 'p99 ms', 'top-1 %', 'valid', 'program', 'deps'];
@@ -322,9 +442,42 @@
       });
       box.appendChild(button);
     }
-    if (active.size) {
+    if (data.machines.length > 1) {
+      const row = box.appendChild(el('div', {class: 'filter-row', id: 'machine-filters'}));
+      row.appendChild(el('span', {class: 'label'}, 'machines:'));
+      data.machines.forEach((machine, index) => {
+        const on = shownMachines.has(index);
+        const button = el('button', {type: 'button', class: 'tag' + (on ? ' active' : ''), 'data-machine-filter': index,
+                                     'aria-pressed': on ? 'true' : 'false'}, machine.label);
+        button.addEventListener('click', () => {
+          if (on) shownMachines.delete(index); else shownMachines.add(index);
+          render();
+        });
+        row.appendChild(button);
+      });
+    }
+    for (const [param, values] of sweptParams(data.points)) {
+      if (values.length < 2) continue;
+      const row = box.appendChild(el('div', {class: 'filter-row', 'data-param-filters': param}));
+      row.appendChild(el('span', {class: 'label'}, `${param}:`));
+      const selected = shownValues.get(param) || new Set();
+      for (const value of values) {
+        const on = selected.has(value);
+        const button = el('button', {type: 'button', class: 'tag' + (on ? ' active' : ''), 'data-param': param,
+                                     'data-value': value, 'aria-pressed': on ? 'true' : 'false'}, value);
+        button.addEventListener('click', () => {
+          if (!shownValues.has(param)) shownValues.set(param, new Set());
+          const set = shownValues.get(param);
+          if (on) set.delete(value); else set.add(value);
+          render();
+        });
+        row.appendChild(button);
+      }
+    }
+    const filtering = active.size || shownMachines.size || Array.from(shownValues.values()).some(v => v.size);
+    if (filtering) {
       const clear = el('button', {type: 'button', class: 'clear', id: 'clear-filters'}, 'clear');
-      clear.addEventListener('click', () => { active.clear(); render(); });
+      clear.addEventListener('click', () => { active.clear(); shownMachines.clear(); shownValues.clear(); render(); });
       box.appendChild(clear);
     }
   }
@@ -375,6 +528,15 @@
       section.appendChild(el('div', {class: 'sub'}, sub));
       // With one experiment shown, its plots are the overview's: only its table follows.
       if (expShown.size > 1) section.appendChild(plotsFor(points));
+      const sweep = sweepPlots(points);
+      const byMachine = machineTable(points);
+      if (sweep || byMachine) section.appendChild(el('h3', {}, 'sweep'));
+      if (sweep) section.appendChild(sweep);
+      if (byMachine) {
+        const wrap = el('div', {class: 'table-wrap'});
+        wrap.appendChild(byMachine);
+        section.appendChild(wrap);
+      }
       section.appendChild(el('h3', {}, 'points'));
       const wrap = el('div', {class: 'table-wrap'});
       wrap.appendChild(pointsTable(points));
