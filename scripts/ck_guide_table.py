@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the CK guide lines against a throwaway home and write docs/ck-compatibility-guide.md.
+"""Run the CK guide lines against a throwaway home and write the "Guide lines" section of docs/ck-compatibility.md.
 
 Each line of CK's MLPerf guides that ckx answers is run here with ``python -m ckx`` (this checkout), in
 a fresh ``CKX_HOME`` and a fresh working directory, one after the other as a user would type them; the
@@ -7,7 +7,7 @@ table records the line, what was run when it differs (no network here: the pulls
 is built on this interpreter's packages so that pip fetches nothing), the exit status and the line of
 output that says what ckx did.
 
-    python scripts/ck_guide_table.py            # rewrite docs/ck-compatibility-guide.md
+    python scripts/ck_guide_table.py            # rewrite the "Guide lines" section of docs/ck-compatibility.md
     python scripts/ck_guide_table.py --check    # exit 1 when the file differs from a fresh run
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "docs" / "ck-compatibility-guide.md"
+OUTPUT = ROOT / "docs" / "ck-compatibility.md"
+GUIDE_HEADING = "## Guide lines"  # this script owns the section from this heading to the end of OUTPUT
 TIMEOUT_S = 900
 
 
@@ -117,7 +118,7 @@ def build_table() -> str:
                 ran += f" ({line.note})"
             rows.append(f"| {_code(line.guide)} | {ran} | {code} | {_cell(picked, home, workdir)} |")
     header = [
-        "# CK guide lines in ckx",
+        GUIDE_HEADING,
         "",
         "Each line that CK's MLPerf guides (mlcommons@ck-venv templates, ck-mlops READMEs) ask users to paste,",
         "run with ckx one after the other in a fresh `CKX_HOME` and working directory, and the line of output",
@@ -135,7 +136,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
     parser.add_argument("--out", type=Path, default=OUTPUT, help=f"the file to write (default {OUTPUT})")
     options = parser.parse_args()
-    text = build_table()
+    existing = options.out.read_text(encoding="utf-8") if options.out.is_file() else ""
+    before = existing[: existing.index(GUIDE_HEADING)] if GUIDE_HEADING in existing else existing
+    text = before + build_table()
     if options.check:
         current = options.out.read_text(encoding="utf-8") if options.out.is_file() else ""
         if current != text:
