@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ckx.core.errors import MetaError
-from ckx.runs.program import assemble_env, build_command, load_program
+from ckx.runs.program_entry import assemble_env, build_command, load_program
 from ckx.software.environment import PATH_VARIABLES, apply_layer, env_text, merge_env, render
 from ckx.software.envs import render_env_script
 from ckx.software.install import dependency_environment

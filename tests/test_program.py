@@ -13,8 +13,9 @@ from ckx.core.report import Reporter
 from ckx.store.context import Context
 from ckx.core.errors import MetaError, ProgramFailed, UsageError
 from ckx.core.home import Home
-from ckx.runs.program import (Template, apply_layer, env_matches, expand_argv, merge_tags, run_program, select_deps,
-                         substitute)
+from ckx.runs.program import run_program
+from ckx.runs.program_entry import Template, env_matches, expand_argv, merge_tags, select_deps, substitute
+from ckx.software.environment import apply_layer
 from ckx.store.repo import init_native_repo
 from ckx.store.repo_actions import add_repo
 
@@ -460,7 +461,7 @@ def harness_parser(monkeypatch):
 
 @pytest.mark.parametrize("program_name", MLPERF_PROGRAMS)
 def test_mlperf_programs_argv_is_what_the_harness_parses(program_name, ctx, tmp_path, monkeypatch):
-    from ckx.runs.program import build_command, load_program, select_deps
+    from ckx.runs.program_entry import build_command, load_program, select_deps
 
     parser = harness_parser(monkeypatch)
     program = load_program(ctx, f"program:{program_name}")
@@ -510,7 +511,7 @@ def test_mlperf_programs_argv_is_what_the_harness_parses(program_name, ctx, tmp_
 
 
 def test_mlperf_program_deps_follow_offline_and_synthetic_choices(ctx):
-    from ckx.runs.program import load_program
+    from ckx.runs.program_entry import load_program
 
     onnx = load_program(ctx, "program:mlperf-inference-bench-image-classification-onnx-cpu")
     specs, _ = select_deps(onnx.meta["deps"], {"MLPERF_BACKEND": "onnxruntime"}, {"model": "synthetic"}, {}, source="t")

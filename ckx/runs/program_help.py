@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 from ckx.core.cid import Cid
 from ckx.core.errors import Ambiguous, CkxError
-from ckx.runs.program import MODULE, command_keys, load_program
+from ckx.runs.program_entry import MODULE, command_keys, load_program
 from ckx.store.context import Context
 from ckx.store.generic import find_entries, merged_meta, resolve_entry
 from ckx.store.index import EntryRecord, Query

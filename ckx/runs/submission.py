@@ -13,7 +13,7 @@ from ckx.store.context import Context
 from ckx.core.errors import IntegrityError, NotFound, UsageError
 from ckx.runs import official
 from ckx.runs.sysdesc import measurements_json, system_description
-from ckx.runs.program import load_program
+from ckx.runs.program_entry import load_program
 
 MODEL = "resnet50"
 DEFAULT_PROGRAM = "image-classification-onnx-cpu"

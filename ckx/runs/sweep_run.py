@@ -18,7 +18,7 @@ from ckx.core.text import table
 from ckx.runs.benchmark import _program_cid, action_benchmark as benchmark_once
 from ckx.runs.executors import LocalExecutor, Outcome, RayExecutor, RunSettings
 from ckx.runs.experiment import MODULE, Experiment, platform_features, read_experiment
-from ckx.runs.program import load_program
+from ckx.runs.program_entry import load_program
 from ckx.runs.recording import record_point
 from ckx.runs.sweep import (
     Combination, Status, combinations, duration_text, expected_seconds, machine_of, parse_sweep, statuses,

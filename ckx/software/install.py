@@ -8,13 +8,15 @@ How an installation goes (``ckx.software.resolve.install`` runs the steps; this 
        concurrent ``ckx install`` runs end with one env: the second finds the first's and stops there.
     3. Already installed (an env of this package with the same tags and version whose directory is
        still there): nothing to do, and that is said. A pip package whose module the target
-       interpreter already imports (its soft entry detects it, at a version the requirement accepts)
-       is recorded as found rather than installed again. ``force`` installs anyway.
+       interpreter already imports (its soft entry detects it, at a version the requirement accepts;
+       ckx.software.pip_install) is recorded as found rather than installed again. ``force`` installs anyway.
     4. The package's own deps are resolved (by ckx.software.resolve, before ``install_resolved``); the
        hook and pip run with their env vars.
     5. Everything is written into ``tools/.staging-<package uid>-<random>``: the verified download
        (never more than its meta's ``source.size`` bytes, nor than the ``download_max_bytes`` limit of
-       settings.json; unpacked safely when asked, within the ``archive_*`` limits), or ``pip install --target``, then the ``install.py`` hook.
+       settings.json; unpacked safely when asked, within the ``archive_*`` limits; ckx.software.fetch_install),
+       or ``pip install --target`` (ckx.software.pip_install), or a CK package's clone or script
+       (ckx.software.ckinstall), then the ``install.py`` hook.
     6. The staging directory is renamed (``os.replace``) to
        ``tools/<alias>-<variation>-<version>-<short uid>`` and the env is recorded with the package's
        env vars, ``{install_dir}`` substituted. A failure at any step removes the staging or final
@@ -32,9 +34,7 @@ import logging
 import os
 import re
 import secrets
-import shlex
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,19 +44,16 @@ from ckx.store.context import Context
 from ckx.store.entry import load_meta
 from ckx.store.generic import resolve_base
 from ckx.core.limits import Limits
-from ckx.core.errors import ChecksumMismatch, CkxError, DownloadError, IntegrityError, MetaError, NotFound, UsageError
+from ckx.core.errors import CkxError, MetaError, NotFound, UsageError
 from ckx.software.hooks import call_hook, load_hooks
 from ckx.software.environment import env_text, merge_env, render_text
-from ckx.store.index import EntryRecord, Query
+from ckx.store.index import EntryRecord
 from ckx.software import ckinstall
 from ckx.software.ckpackage import is_ck_package
 from ckx.software.packages import Candidate, same_version
-from ckx.software.detect import detect_soft
 from ckx.software.envs import EnvRecord, ResolvedDep, delete_env, find_envs, record_env
-from ckx.transfer.checksum import Checker, file_digest
-from ckx.transfer.fetch import (OFFLINE_ENV, cached_download_path, download_hint, fetch, filename_from_url, load_url_map,
-                                local_copy, offline_from_env, url_key)
-from ckx.transfer.unpack import unpack
+from ckx.software import fetch_install, pip_install
+from ckx.transfer.fetch import offline_from_env
 
 
 log = logging.getLogger(__name__)
@@ -67,9 +64,6 @@ HOOK_FUNCTION = "install"
 HOOK_PARAMETERS: tuple[str, ...] = (
     "install_dir", "package_dir", "meta", "variation", "env", "python", "downloaded", "info",
 )
-PIP_ARGS_ENV = "CKX_PIP_ARGS"
-PIP_TIMEOUT_S = 3600.0
-IMPORT_CHECK_TIMEOUT_S = 300.0
 LOCK_TIMEOUT_S = 6 * 3600.0
 STAGING_PREFIX = ".staging-"
 
@@ -248,7 +242,8 @@ class _Installation:
     def run(self, resolved: list[ResolvedDep], previous: list[EnvRecord]) -> InstallResult:
         python, python_env = _python_of(resolved)
         if self.source["kind"] == "pip" and not self.force and self.local_path is None and self.ck is None:
-            available = self._already_available(python, python_env)
+            available = pip_install.already_available(self.ctx, self.candidate, self.source, python=python,
+                                                      python_env=python_env, requested_version=self.requested_version)
             if available is not None:
                 return InstallResult(available, "already-available", self.candidate)
         self.python = python
@@ -342,170 +337,24 @@ class _Installation:
         ckinstall.run_script(self.ctx, self.ck, self.stage, script_env)
         return None, version, {}
 
-    # -- download sources -----------------------------------------------------------------------
+    # -- sources (ckx.software.fetch_install and ckx.software.pip_install do the work) --------------------
     def _download(self) -> Path:
-        ctx, source, label = self.ctx, self.source, self.candidate.label
-        urls = [str(u) for u in source.get("urls") or []]
-        if not urls and self.local_path is None:
-            raise MetaError(f"{self.candidate.record.meta_path}: field 'source.urls': package {label} has no URL")
-        checker = Checker.from_meta(source)
-        if checker is None and not source.get("record_sha256"):
-            ctx.warn(f"{label} declares no md5 or sha256: the download cannot be verified")
-        origin = urls[0] if urls else str(self.local_path)
-        filename = source.get("filename") or (filename_from_url(urls[0]) if urls else Path(origin).name)
-        dest = cached_download_path(ctx.home, filename, checker.expected if checker else url_key(origin))
-        if self.local_path is not None:
-            ctx.info(f"using {self.local_path} instead of downloading {filename}")
-            try:
-                local_copy(self.local_path, dest, checker)
-            except ChecksumMismatch as exc:
-                exc.hint = f"{self.local_path} is not the file {label} describes; nothing was installed"
-                raise
-        else:
-            ways = self._ways_forward()
-            try:
-                fetch(urls, dest, checker=checker, reporter=ctx.reporter, offline=self.offline,
-                      url_map=load_url_map(ctx.home), extra_hint=ways, max_bytes=self.limits.download_max_bytes,
-                      expected_size=self._declared_size())
-            except ChecksumMismatch as exc:
-                exc.hint = "; ".join(filter(None, [exc.hint, download_hint(ways)]))
-                raise
-            except DownloadError as exc:
-                # Callers (ckx run) name the package and variation in their own ways forward.
-                exc.package = self.candidate.record.alias
-                exc.variation = self.candidate.variation
-                raise
+        """Fetch and place the download ``self.source`` describes; keep what the env record needs from it."""
         assert self.stage is not None
-        if checker is None and source.get("record_sha256"):
-            self.fetched_sha256 = file_digest(dest)
-            ctx.info(f"recorded the sha256 of {filename}: {self.fetched_sha256} (the package declares no checksum)")
-        if source.get("unpack"):
-            ctx.info(f"unpacking {filename}")
-            try:
-                unpack(dest, self.stage, strip_components=int(source.get("strip_components") or 0),
-                       limits=self.limits)
-            except IntegrityError:
-                dest.unlink(missing_ok=True)  # unsafe or corrupt: never offer it from the cache again
-                raise
-        elif source.get("copy"):  # a CK script works on it in place: never a hard link into the cache
-            shutil.copy2(dest, self.stage / filename)
-        else:
-            _link_or_copy(dest, self.stage / filename)
-            self.main_file = filename
-        return dest
-
-    def _declared_size(self) -> int | None:
-        """The download's size in bytes as ``source.size`` states it (None when it does not)."""
-        size = self.source.get("size")
-        if size is None:
-            return None
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise MetaError(f"{self.candidate.record.meta_path}: field 'source.size': "
-                            f"must be a positive number of bytes, not {size!r}")
-        return size
-
-    def _ways_forward(self) -> str | None:
-        """The embedded offline alternative to this package, for a download's hint (None when none)."""
-        soft = self.meta.get("soft")
-        if not soft or self.meta.get("embedded_default"):
-            return None
-        alternatives = []
-        for record in self.ctx.index.query(Query(module="package")):
-            meta = record.meta
-            if record.path != self.candidate.record.path and meta.get("soft") == soft and meta.get("embedded_default"):
-                alternatives.append(record.alias or record.uid)
-        if not alternatives:
-            return None
-        names = ", ".join(f"ckx install package:{a}" for a in alternatives if a)
-        return f"or use the embedded default ({names}; 'ckx run program:... --offline' picks it)"
-
-    # -- pip sources ----------------------------------------------------------------------------
-    def _pip_requirements(self) -> list[str]:
-        requirements = [str(r) for r in self.source.get("requirements") or []]
-        if not requirements:
-            raise MetaError(f"{self.candidate.record.meta_path}: field 'source.requirements': "
-                            f"pip package {self.candidate.label} names no requirement")
-        if self.requested_version and self.candidate.version is None:
-            # reason: packaging loads only where versions are compared (light start-up)
-            from packaging.requirements import InvalidRequirement, Requirement
-
-            try:
-                first = Requirement(requirements[0])
-            except InvalidRequirement as exc:
-                raise MetaError(f"{self.candidate.record.meta_path}: field 'source.requirements': "
-                                f"invalid requirement {requirements[0]!r}: {exc}") from exc
-            extras = f"[{','.join(sorted(first.extras))}]" if first.extras else ""
-            requirements[0] = f"{first.name}{extras}=={self.requested_version}"
-        return requirements
+        done = fetch_install.download(self.ctx, self.candidate, self.source, stage=self.stage,
+                                      local_path=self.local_path, offline=self.offline, limits=self.limits)
+        if done.sha256 is not None:
+            self.fetched_sha256 = done.sha256
+        if done.main_file is not None:
+            self.main_file = done.main_file
+        return done.path
 
     def _pip(self, env: dict[str, str], python: str) -> str | None:
         """``pip install --target STAGE``; check the import; return the installed version."""
         assert self.stage is not None
-        requirements = self._pip_requirements()
-        args = ["--no-input", "--disable-pip-version-check"]
-        if self.source.get("no_deps"):
-            args.append("--no-deps")
-        args += [str(a) for a in self.source.get("pip_args") or []]
-        args += shlex.split(os.environ.get(PIP_ARGS_ENV, ""))
-        targets = requirements
-        if self.local_path is not None:
-            targets = self._local_pip_targets(requirements, args)
-        elif self.offline and "--no-index" not in args:
-            raise DownloadError(
-                f"offline mode (--offline or {OFFLINE_ENV}=1): not running pip install {' '.join(targets)} "
-                f"for {self.candidate.label}, which would reach the package index",
-                hint="pass a wheel or a directory of wheels with --local_path=PATH, or point pip at a local "
-                     f"directory with {PIP_ARGS_ENV}='--no-index --find-links DIR'")
-        target = self.stage / str(self.source.get("target_subdir") or "")
-        argv = [python, "-m", "pip", "install", "--target", str(target), *args, *targets]
-        timeout = float(self.source.get("timeout_s") or PIP_TIMEOUT_S)
-        self.ctx.info("running pip install " + " ".join(targets))
-        pip_env = dict(env)
-        pip_env.pop("PYTHONPATH", None)  # pip itself must run from the interpreter's own site-packages
-        _run_checked(argv, env=pip_env, timeout=timeout, what=f"pip install for {self.candidate.label}",
-                     hint="check the requirement and pip's registry settings; for a machine without a registry, "
-                          "pass a wheel or a directory of wheels with --local_path=PATH")
-        version = _installed_version(target, requirements[0])
-        import_name = self.source.get("import_name")
-        if import_name:
-            check_env = dict(env)
-            check_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
-            _run_checked([python, "-c", f"import {import_name}"], env=check_env, timeout=IMPORT_CHECK_TIMEOUT_S,
-                         what=f"import {import_name} after installing {self.candidate.label}", cwd=self.stage)
-        return version
-
-    def _local_pip_targets(self, requirements: list[str], args: list[str]) -> list[str]:
-        path = self.local_path
-        assert path is not None
-        if path.is_dir():
-            args += ["--no-index", "--find-links", str(path)]
-            return requirements
-        if not path.is_file():
-            raise NotFound(f"local file {path} does not exist", hint="check the --local_path value")
-        checker = Checker.from_meta(self.source)
-        if checker is not None:
-            try:
-                checker.check(path)
-            except ChecksumMismatch as exc:
-                exc.hint = f"{path} is not the file {self.candidate.label} describes; nothing was installed"
-                raise
-        return [str(path.resolve())]
-
-    def _already_available(self, python: str, python_env: str | None) -> EnvRecord | None:
-        """The env of the soft that already finds this pip package in ``python`` (and accepts its version)."""
-        soft = self.meta.get("soft")
-        if not soft:
-            return None
-        found = detect_available(self.ctx, soft, python=python, python_env=python_env)
-        if found is None:
-            return None
-        requirements = self._pip_requirements()
-        if not _version_satisfies(found.version, requirements[0]):
-            self.ctx.info(f"{python} has {soft} {found.version}, which {requirements[0]} does not accept; installing")
-            return None
-        self.ctx.info(f"{self.candidate.label}: {soft} {found.version} is already available in {python} "
-                      f"(env {found.uid}); not installing it again (--force installs a separate copy)")
-        return found
+        return pip_install.pip_install(self.ctx, self.candidate, self.source, stage=self.stage, env=env, python=python,
+                                       local_path=self.local_path, offline=self.offline,
+                                       requested_version=self.requested_version)
 
     # -- finishing ------------------------------------------------------------------------------
     def _final_base(self, version: str | None) -> str:
@@ -624,22 +473,6 @@ def installed_envs(ctx: Context, candidate: Candidate, *, version: str | None = 
     return found
 
 
-def detect_available(ctx: Context, soft: str, *, python: str, python_env: str | None = None) -> EnvRecord | None:
-    """Run the soft entry ``soft`` in ``python`` (or the compiler.python env ``python_env``).
-
-    Returns the recorded env when the soft finds the thing, None when it does not (or cannot look).
-    """
-    try:
-        envs = detect_soft(ctx, soft, python=None if python_env else python,
-                           deps={"python": python_env} if python_env else None)
-    except NotFound:
-        return None
-    except CkxError as exc:
-        ctx.warn(f"could not check whether {soft} is already available: {exc}")
-        return None
-    return envs[0] if envs else None
-
-
 def dependency_environment(resolved: Sequence[ResolvedDep], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default os.environ) with each resolved dep's env vars applied in order (search paths prepended)."""
     return merge_env(os.environ if base is None else base, [dep.env or {} for dep in resolved])
@@ -651,70 +484,6 @@ def _python_of(resolved: Sequence[ResolvedDep]) -> tuple[str, str | None]:
         if dep.soft == "compiler.python" and dep.full_path:
             return str(dep.full_path), dep.env_uid
     return sys.executable, None
-
-
-def _version_satisfies(version: str | None, requirement: str) -> bool:
-    # reason: packaging loads only where versions are compared (light start-up)
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        spec = Requirement(requirement).specifier
-    except InvalidRequirement:
-        return True
-    if not str(spec):
-        return True
-    if version is None:
-        return False
-    try:
-        return spec.contains(Version(version), prereleases=True)
-    except InvalidVersion:
-        return False
-
-
-def _installed_version(target: Path, requirement: str) -> str | None:
-    """The version pip put into ``target`` for the project of ``requirement`` (from its dist-info)."""
-    # reason: importlib.metadata loads only after a pip installation (light start-up)
-    import importlib.metadata
-
-    # reason: packaging loads only where versions are compared (light start-up)
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
-    try:
-        wanted = canonicalize_name(Requirement(requirement).name)
-    except InvalidRequirement:
-        wanted = None
-    versions = []
-    for dist in importlib.metadata.distributions(path=[str(target)]):
-        name = dist.metadata["Name"] or ""
-        if wanted is None or canonicalize_name(name) == wanted:
-            versions.append(dist.version)
-    return versions[0] if len(versions) >= 1 and (wanted is not None or len(versions) == 1) else None
-
-
-def _run_checked(argv: list[str], *, env: Mapping[str, str], timeout: float, what: str,
-                 hint: str | None = None, cwd: Path | None = None) -> None:
-    """Run ``argv``; CkxError with the output's last lines when it fails or times out."""
-    log.debug("running %s", argv)
-    try:
-        proc = subprocess.run(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise CkxError(f"{what} did not finish within {timeout:.0f} s", hint=hint) from exc
-    except OSError as exc:
-        raise CkxError(f"cannot run {argv[0]} for {what}: {exc}", hint=hint) from exc
-    log.debug("%s output:\n%s", what, proc.stdout)
-    if proc.returncode != 0:
-        tail = "\n".join(line for line in (proc.stdout or "").splitlines()[-15:] if line.strip())
-        raise CkxError(f"{what} failed (exit status {proc.returncode}):\n{tail}", hint=hint)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def _safe_part(text: str) -> str:
