@@ -451,7 +451,7 @@ def test_ck_script_source_build_tool_cmake_src(cli, ckx_home, ck_copy, http_serv
     proc = cli("install", "package:tool-cmake-src", "--variation=v3.19.5")
     assert proc.returncode == 0, proc.stderr
     output = proc.stdout + proc.stderr
-    assert "ck-script tier" in output and "running CK's scripts: repo ck-mlops was added from" in output
+    assert "ck-script tier" in output and "running CK's scripts: repo ck-mlops was added by the user from" in output
     with home_context(ckx_home) as ctx:
         env = [e.summary() | {"meta": e.meta} for e in find_envs(ctx, tags="tool,cmake")][0]
     root = Path(env["install_dir"])
@@ -617,7 +617,7 @@ def test_pulled_remote_installs_a_ck_script_package_and_says_why(cli, ckx_home, 
         record_compiler(ctx, "compiler,lang-cpp")
     proc = cli("install", "package:tool-cmake-src", "--variation=v3.19.5")
     assert proc.returncode == 0, proc.stderr
-    assert "running CK's scripts: repo ck-mlops was pulled with git" in proc.stdout + proc.stderr
+    assert "running CK's scripts: repo ck-mlops was pulled by the user" in proc.stdout + proc.stderr
 
 
 def test_meta_error_type_for_refusal(ctx, ck_repo):

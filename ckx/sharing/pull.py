@@ -78,7 +78,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 @contextlib.contextmanager
-def _no_hooks(ctx: Context) -> Iterator[Path]:
+def no_hooks(ctx: Context) -> Iterator[Path]:
     """An empty directory: the hooks path and clone template, so no hook of any repo ever runs.
 
     It lies in a pull staging directory under $CKX_HOME/repos, so a killed pull leaves it to the next one to remove.
@@ -312,7 +312,7 @@ def _clone_and_register(ctx: Context, name: str | None, url: str, branch: str | 
         args = ["clone", "--quiet", "--no-recurse-submodules"]
         if branch:
             args += ["--branch", branch]
-        with _no_hooks(ctx) as hooks:
+        with no_hooks(ctx) as hooks:
             ctx.info(f"cloning {url}" + (f" (branch {branch})" if branch else ""))
             try:
                 _git([*args, f"--template={hooks}", "--", url, str(checkout)], hooks=hooks, timeout=timeout,
@@ -355,7 +355,7 @@ def _update(ctx: Context, repo: Repo, url: str | None, branch: str | None, timeo
     if not (repo.path / ".git").exists():
         raise UsageError(f"repo {repo.name} at {repo.path} is not a git checkout: there is nothing to pull",
                          hint="repos made with 'ckx add repo' or 'ckx unzip' move with zip/unzip")
-    with _no_hooks(ctx) as hooks:
+    with no_hooks(ctx) as hooks:
         def git(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
             return _git(list(args), hooks=hooks, cwd=repo.path, timeout=timeout, **kwargs)
 

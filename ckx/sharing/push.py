@@ -15,7 +15,7 @@ from typing import Any
 
 from ckx.core.errors import UsageError
 from ckx.sharing.merge import MergeRefused, identity_args, merge_theirs
-from ckx.sharing.pull import GIT_TIMEOUT, GitError, _git, _no_hooks
+from ckx.sharing.pull import GIT_TIMEOUT, GitError, _git, no_hooks
 from ckx.store.context import Context
 
 ATTEMPTS = 3  # fetch, merge and push again when someone else pushed in between
@@ -46,7 +46,7 @@ def push_repo(ctx: Context, name: str, *, message: str | None = None, timeout: f
     if not (repo.path / ".git").exists():
         raise UsageError(f"repo {repo.name} at {repo.path} is not a git checkout: there is nowhere to push it",
                          hint="pull the shared repo first: ckx pull repo:NAME --url=URL, and record into it")
-    with _no_hooks() as hooks:
+    with no_hooks(ctx) as hooks:
         def git(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
             return _git(list(args), hooks=hooks, cwd=repo.path, timeout=timeout, **kwargs)
 

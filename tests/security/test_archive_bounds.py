@@ -17,8 +17,10 @@ import pytest
 from pkgrepo import PackageRepo, assert_nothing_installed, cached_downloads, write_limits
 
 from ckx.core.errors import MetaError, UnsafeArchive
+from ckx.core.home import Home
 from ckx.core.limits import GIB, MIB, Limits
 from ckx.software.resolve import install
+from ckx.store.context import Context
 from ckx.transfer.safety import RATIO_FLOOR_BYTES, ArchiveChecker, Member
 from ckx.transfer.unpack import unpack
 
@@ -228,11 +230,15 @@ def test_the_bomb_through_the_cli_exits_5_with_nothing_installed(ctx, repo, http
 
 
 def test_a_bad_limit_in_settings_json_is_an_error_naming_it(ctx, repo, http_server, ckx_home):
-    (ckx_home / "settings.json").write_text(json.dumps({"limits": {"archive_max_ratio": "lots"}}))
     data = tar_gz({"a.txt": b"a"})
     url = http_server.put("files/a.tar.gz", data)
     repo.add("small", source=archive_source(url, data, "a.tar.gz"))
-    with pytest.raises(MetaError) as caught:
-        install(ctx, alias="small")
+    (ckx_home / "settings.json").write_text(json.dumps({"limits": {"archive_max_ratio": "lots"}}))
+    fresh = Context(Home(ckx_home), quiet=True, interactive=False)  # the next command, as a user runs it
+    try:
+        with pytest.raises(MetaError) as caught:
+            install(fresh, alias="small")
+    finally:
+        fresh.close()
     assert "archive_max_ratio" in str(caught.value) and "settings.json" in str(caught.value)
     assert_nothing_installed(ckx_home)
