@@ -13,18 +13,9 @@ from pathlib import Path
 import pytest
 
 from httpserver import http_server  # noqa: F401  (the fixture)
+from gitenv import GIT_IDENTITY, hermetic_git  # noqa: F401  (the fixture keeps git hermetic)
 
 ROOT = Path(__file__).resolve().parent.parent
-GIT_IDENTITY = ["-c", "user.name=ckx test", "-c", "user.email=test@example.org", "-c", "commit.gpgsign=false"]
-
-
-@pytest.fixture(autouse=True)
-def hermetic_git(tmp_path_factory, monkeypatch):
-    """git sees neither the user's nor the system's configuration."""
-    empty = tmp_path_factory.mktemp("gitconfig") / "config"
-    empty.write_text("")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
 
 
 def ok_json(proc: subprocess.CompletedProcess) -> dict:

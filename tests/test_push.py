@@ -13,23 +13,13 @@ from ckx.core.home import Home
 from ckx.runs.experiment import Repetition
 from ckx.runs.recording import record_point
 from ckx.store.context import Context
+from gitenv import GIT_IDENTITY, hermetic_git  # noqa: F401  (the fixture keeps git hermetic)
 
 ROOT = Path(__file__).resolve().parent.parent
-GIT_IDENTITY = ["-c", "user.name=ckx test", "-c", "user.email=test@example.org", "-c", "commit.gpgsign=false"]
 PLATFORM_A = {"hostname": "alpha", "machine": "x86_64", "cpu": {"model": "Alpha CPU", "logical_cores": 2},
               "os": {"name": "Debian 12"}}
 PLATFORM_B = {"hostname": "beta", "machine": "aarch64", "cpu": {"model": "Beta CPU", "logical_cores": 8},
               "os": {"name": "Ubuntu 22.04"}}
-
-
-@pytest.fixture(autouse=True)
-def hermetic_git(tmp_path_factory, monkeypatch):
-    """git sees neither the user's nor the system's configuration (so no identity either)."""
-    empty = tmp_path_factory.mktemp("gitconfig") / "config"
-    empty.write_text("")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.delenv("GIT_TEMPLATE_DIR", raising=False)
 
 
 def git(*args: str, cwd: Path | None = None) -> str:

@@ -15,18 +15,7 @@ from conftest import make_ck_repo
 from httpserver import http_server  # noqa: F401  (the fixture)
 from ckx.api import access
 from ckx.sharing.catalog import load_catalog, url_for_alias
-
-GIT_IDENTITY = ["-c", "user.name=ckx test", "-c", "user.email=test@example.org", "-c", "commit.gpgsign=false"]
-
-
-@pytest.fixture(autouse=True)
-def hermetic_git(tmp_path_factory, monkeypatch):
-    """git sees neither the user's nor the system's configuration."""
-    empty = tmp_path_factory.mktemp("gitconfig") / "config"
-    empty.write_text("")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.delenv("GIT_TEMPLATE_DIR", raising=False)
+from gitenv import GIT_IDENTITY, hermetic_git  # noqa: F401  (the fixture keeps git hermetic)
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -13,21 +13,12 @@ from pathlib import Path
 import pytest
 
 from ckx.sharing.staging import LOCK_NAME, clean_stale, staging_dir
+from gitenv import GIT_IDENTITY, hermetic_git  # noqa: F401  (the fixture keeps git hermetic)
 
 ROOT = Path(__file__).resolve().parents[2]
 GIT = shutil.which("git")
 pytestmark = pytest.mark.skipif(GIT is None or not sys.platform.startswith("linux"),
                                 reason="needs git and Linux's /proc")
-GIT_IDENTITY = ["-c", "user.name=ckx test", "-c", "user.email=test@example.org", "-c", "commit.gpgsign=false"]
-
-
-@pytest.fixture(autouse=True)
-def hermetic_git(tmp_path_factory, monkeypatch):
-    """git sees neither the user's nor the system's configuration."""
-    empty = tmp_path_factory.mktemp("gitconfig") / "config"
-    empty.write_text("")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
 
 
 def make_remote(root: Path) -> str:
