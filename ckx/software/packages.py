@@ -168,13 +168,14 @@ def candidate_rank(ctx: Context, record: EntryRecord) -> tuple[int, int]:
     return entry_standing(ctx, record), 1 if record.ck_format else 0
 
 
-def _ck_runnable(ctx: Context, candidate: Candidate) -> int:
-    """The runnable rank of a CK-format candidate, after every native package: 1 for CK's native tier
-    (ckx fetches or pip-installs it), 2 for CK scripts ckx may run, 3 for what ckx will not install."""
+def _ck_runnable(ctx: Context, candidate: Candidate, meta: dict) -> int:
+    """The runnable rank of a CK-format candidate (``meta``: its package's own meta), after every native
+    package: 1 for CK's native tier (ckx fetches or pip-installs it), 2 for CK scripts ckx may run, 3 for
+    what ckx will not install."""
     record = candidate.record
     try:
         repo = ctx.registry.get(record.repo)
-        tier, _ = install_tier(load_meta(record.meta_path), record.path, repo, candidate.variation)
+        tier, _ = install_tier(meta, record.path, repo, candidate.variation)
     except CkxError:
         return 3
     if tier == REFUSED:
@@ -227,6 +228,7 @@ def find_candidates(
         else:
             names = list(variations) or [None]
         rank: tuple[int, int] | None = None
+        own_meta: dict | None = None
         for name in names:
             meta = apply_variation(base, name, ck_format=ck_format)
             candidate_tags = tuple(normalise_tags(meta.get("tags")))
@@ -241,7 +243,13 @@ def find_candidates(
             if version is not None and not _version_accepts(candidate, version):
                 continue
             if ck_format:
-                candidate = dataclasses.replace(candidate, rank=(rank[0], _ck_runnable(ctx, candidate)))
+                if own_meta is None:  # once per package, for the tier of each variation
+                    try:
+                        own_meta = load_meta(record.meta_path)
+                    except CkxError:
+                        own_meta = {}  # unreadable now: ranks with what ckx will not install
+                runnable = _ck_runnable(ctx, candidate, own_meta) if own_meta else 3
+                candidate = dataclasses.replace(candidate, rank=(rank[0], runnable))
             found.append(candidate)
     found.sort(key=lambda c: c.rank)
     return found
