@@ -21,6 +21,7 @@ from ckx.runs.dashboard import build_page, dashboard_data, render_html, start_se
 from ckx.runs.experiment import Repetition, read_experiment
 from ckx.runs.recording import record_point
 from ckx.core.home import Home
+from interrupt import ctrl_c_reaches_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,7 +223,7 @@ def _serve(ckx_home: Path, seconds: int, *args: str) -> tuple[subprocess.Popen, 
     env = dict(os.environ, CKX_HOME=str(ckx_home), PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "ckx", "dashboard", "--serve", "--port=0",
                              f"--serve_for={seconds}", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=ctrl_c_reaches_child)
     line = proc.stdout.readline()
     match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
     if not match:

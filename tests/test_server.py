@@ -23,6 +23,7 @@ from webclient import Client, start_server  # noqa: F401  (start_server is a fix
 from ckx.api import ACTIONS, access
 from ckx.web.openapi import openapi_spec
 from ckx.web.policy import WEB_ACTIONS, http_status, is_loopback
+from interrupt import ctrl_c_reaches_child
 
 CK_ENTRIES = {
     "package": [
@@ -281,7 +282,8 @@ def test_serve_cli_prints_the_url_with_a_token_once_and_keeps_it_private(ckx_hom
     env = {**os.environ, "CKX_HOME": str(ckx_home), "PYTHONPATH": str(ROOT)}
     env.pop("CKX_SERVE_TOKEN", None)
     serving = subprocess.Popen([sys.executable, "-m", "ckx", "serve", f"--port={port}", "--quiet"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_reaches_child)
     token_file = ckx_home / "serve-token"
     try:
         deadline = time.monotonic() + 30

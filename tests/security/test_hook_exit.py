@@ -17,6 +17,7 @@ from pkgrepo import PackageRepo, assert_nothing_installed, env_records
 
 from ckx.api import access
 from ckx.software.hooks import HookAborted, call_hook, load_hooks
+from interrupt import ctrl_c_reaches_child
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,7 +130,8 @@ def test_the_users_ctrl_c_during_a_hook_still_interrupts_ckx(repo, ckx_home, tmp
             _time.sleep(120)
     ''')
     proc = subprocess.Popen([sys.executable, "-m", "ckx", "install", "package:slow", "--json"], env=_cli_env(ckx_home),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_child)
     try:
         deadline = time.monotonic() + 120
         while not started.exists():
