@@ -16,6 +16,7 @@ import pytest
 
 from ckx.core.errors import UsageError
 from ckx.runs.sweep import combinations, parse_sweep
+from interrupt import ctrl_c_reaches_child
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = "program:image-classification-onnx-cpu"
@@ -225,7 +226,7 @@ def ray_cluster(ckx_home):
     proc = subprocess.Popen([str(ray), "start", "--head", "--block", "--num-cpus=2", '--resources={"ckx_node": 1}',
                              f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false",
                              "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=ctrl_c_reaches_child)
     try:
         yield {"address": f"127.0.0.1:{port}", "env": env, "proc": proc}
     finally:
